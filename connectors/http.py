@@ -1,0 +1,330 @@
+"""The one HTTP layer every connector uses.
+
+Timeouts, retries with exponential backoff and jitter on 429/5xx and on
+dropped connections (honouring ``Retry-After``) within a bounded total wait,
+connection pooling, a User-Agent, and OAuth token refresh on 401: once,
+single-flight per account. Errors come out classified and carry the app's
+own message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .base import AuthError, ConnectorError, Credentials, NotFound, PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "driftsync/1.0 (+self-hosted contact sync)"
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def _refresh_lock(account_key: str) -> threading.Lock:
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(account_key, threading.Lock())
+
+
+def make_session(pool_size: int = 10) -> requests.Session:
+    session = requests.Session()
+    # retries are ours (they need to see the body and honour Retry-After)
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def default_error_message(response: requests.Response) -> str:
+    """The app's own message, for the common JSON error shapes."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] or response.reason or f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])  # Drift, Google
+        if isinstance(err, str) and body.get("error_description"):
+            return f"{err}: {body['error_description']}"  # OAuth token endpoints
+        if body.get("detail"):
+            return str(body["detail"])  # Mailchimp problem+json
+        if body.get("message"):
+            return str(body["message"])  # HubSpot
+        if isinstance(err, str):
+            return err
+    return response.text[:500] or f"HTTP {response.status_code}"
+
+
+Refresher = Callable[[Credentials], Credentials]
+RefreshHook = Callable[[str, Refresher], Credentials]
+
+
+class HttpClient:
+    """A requests session bound to one account of one app."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credentials: Credentials | None = None,
+        authorize: Callable[[Credentials], dict[str, str]] | None = None,
+        refresher: Refresher | None = None,
+        refresh_hook: RefreshHook | None = None,
+        account_key: str = "",
+        error_message: Callable[[requests.Response], str] = default_error_message,
+        max_attempts: int = 6,
+        max_wait: float = 60.0,
+        backoff_base: float = 0.25,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials or Credentials()
+        self.authorize = authorize or bearer_auth
+        self.refresher = refresher
+        self.refresh_hook = refresh_hook
+        self.account_key = account_key or f"anon-{id(self)}"
+        self.error_message = error_message
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self.backoff_base = backoff_base
+        self.session = session or make_session()
+        self.sleep = sleep
+        #: requests sent, by "METHOD path" (ids folded), for benchmarks and tests
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (),
+        stat_key: str | None = None,
+        url: str | None = None,
+    ) -> requests.Response:
+        """Send one request, retrying what is worth retrying.
+
+        Returns the response for 2xx (and for statuses listed in ``ok``);
+        raises a classified ``ConnectorError`` otherwise.
+        """
+        target = url or f"{self.base_url}{path}"
+        waited = 0.0
+        refreshed = False
+        attempt = 0
+        if self.refresher and self._expired():
+            self._refresh(self.credentials.access_token)
+            refreshed = True
+        while True:
+            attempt += 1
+            sent_token = self.credentials.access_token
+            req_headers = dict(self.authorize(self.credentials))
+            if headers:
+                req_headers.update(headers)
+            self.stats[stat_key or f"{method} {path}"] += 1
+            try:
+                response = self.session.request(
+                    method,
+                    target,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=req_headers,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                error: ConnectorError = TransientError(f"{type(exc).__name__}: {exc}")
+                delay = self._backoff(attempt)
+            else:
+                status = response.status_code
+                if 200 <= status < 300 or status in ok:
+                    return response
+                message = self.error_message(response)
+                if status == 401 and self.refresher and not refreshed:
+                    refreshed = True
+                    self._refresh(sent_token)
+                    continue
+                if status == 401:
+                    raise AuthError(message, status=status)
+                if status not in RETRY_STATUSES:
+                    raise classify(status, message)
+                error = TransientError(message, status=status)
+                hinted = retry_after_seconds(response)
+                delay = hinted if hinted is not None else self._backoff(attempt)
+            if attempt >= self.max_attempts or waited + delay > self.max_wait:
+                raise error
+            log.info(
+                "%s %s: %s; retry %d in %.2fs", method, path, error, attempt, delay
+            )
+            self.sleep(delay)
+            waited += delay
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post_json(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        response = self.request("POST", path, json=body, **kwargs)
+        return response.json() if response.content else None
+
+    # ------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        # full jitter: uniform in [0, base * 2^attempt], at least a little
+        ceiling = self.backoff_base * (2 ** (attempt - 1))
+        return min(self.max_wait, random.uniform(ceiling / 2, ceiling))
+
+    def _expired(self) -> bool:
+        expires = self.credentials.expires_at
+        return bool(expires) and expires - 30 < time.time()
+
+    def _refresh(self, stale_token: str) -> None:
+        """Refresh once per stale token, single-flight per account."""
+        assert self.refresher is not None
+        with _refresh_lock(self.account_key):
+            if self.credentials.access_token != stale_token:
+                return  # another thread already refreshed
+            refresher = self.refresher
+            if self.refresh_hook is not None:
+                # the hook reloads the stored tokens under a row lock and
+                # only calls the refresher when they are still the stale ones
+                self.credentials = self.refresh_hook(stale_token, refresher)
+            else:
+                self.credentials = refresher(self.credentials)
+
+
+def bearer_auth(credentials: Credentials) -> dict[str, str]:
+    token = credentials.access_token or credentials.api_key
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def classify(status: int, message: str) -> ConnectorError:
+    if status in RETRY_STATUSES:
+        return TransientError(message, status=status)
+    if status == 401:
+        return AuthError(message, status=status)
+    if status == 404:
+        return NotFound(message, status=status)
+    return PermanentError(message, status=status)
+
+
+def oauth_refresh(
+    session_factory: Callable[[], requests.Session],
+    token_url: str,
+    client_id: str,
+    client_secret: str,
+) -> Refresher:
+    """A refresher for the standard refresh_token grant (Drift, Google, HubSpot).
+
+    Accepts snake_case and camelCase keys in the answer. A refused refresh
+    (``invalid_grant``, revoked) raises ``AuthError``: the account needs a
+    person to authorize it again; it is never retried.
+    """
+
+    def refresh(current: Credentials) -> Credentials:
+        if not current.refresh_token:
+            raise AuthError("The access token expired and there is no refresh token")
+        try:
+            response = session_factory().post(
+                token_url,
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": current.refresh_token,
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                },
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"token refresh failed: {exc}") from exc
+        if response.status_code in RETRY_STATUSES:
+            raise TransientError(default_error_message(response), status=response.status_code)
+        if response.status_code >= 400:
+            raise AuthError(
+                f"Token refresh refused: {default_error_message(response)}",
+                status=response.status_code,
+                code="invalid_grant",
+            )
+        return credentials_from_token_response(response.json(), previous=current)
+
+    return refresh
+
+
+def credentials_from_token_response(
+    body: dict[str, Any], previous: Credentials | None = None
+) -> Credentials:
+    def pick(*names: str) -> Any:
+        for name in names:
+            if body.get(name) not in (None, ""):
+                return body[name]
+        return None
+
+    access = pick("access_token", "accessToken")
+    if not access:
+        raise PermanentError(f"Token response without an access token: {sorted(body)}")
+    refresh = pick("refresh_token", "refreshToken") or (previous.refresh_token if previous else "")
+    expires_in = pick("expires_in", "expiresIn")
+    extra = dict(previous.extra) if previous else {}
+    for key in ("orgId", "org_id", "scope", "token_type"):
+        if body.get(key) not in (None, ""):
+            extra[key] = body[key]
+    return Credentials(
+        access_token=str(access),
+        refresh_token=str(refresh or ""),
+        expires_at=time.time() + float(expires_in) if expires_in else None,
+        api_key=previous.api_key if previous else "",
+        extra=extra,
+    )
+
+
+__all__ = [
+    "HttpClient",
+    "PermanentError",
+    "bearer_auth",
+    "classify",
+    "credentials_from_token_response",
+    "make_session",
+    "oauth_refresh",
+]
+
+
+def oauth_app_credentials(provider_id: str) -> tuple[str, str]:
+    """The OAuth app's client id and secret, from settings (allauth's APP)."""
+    try:
+        from django.conf import settings
+
+        app = settings.SOCIALACCOUNT_PROVIDERS.get(provider_id, {}).get("APP", {})
+    except Exception:  # settings not configured: a bare connector in a script
+        return "", ""
+    return app.get("client_id", ""), app.get("secret", "")

@@ -1,0 +1,473 @@
+"""What every sandbox shares: a tiny router, bearer tokens with an OAuth token
+endpoint, rate limiting, fault injection, request statistics, outgoing
+webhooks and the ``/_sandbox/`` control API, served over real HTTP.
+
+A sandbox is a stateful fake of one app's API. Subclasses declare routes
+with ``@route`` and their own error body shape in ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+
+class Request:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+        base_url: str = "",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.body = body
+        #: the URL of this sandbox (with its prefix), for links in payloads
+        self.base_url = base_url
+        self.params: dict[str, str] = {}
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def args(self, name: str) -> list[str]:
+        """All values of a repeated or comma-separated query parameter."""
+        out: list[str] = []
+        for value in self.query.get(name, []):
+            out.extend(v for v in value.split(",") if v)
+        return out
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise HttpError(400, f"Request body is not valid JSON: {exc}") from exc
+
+    def form(self) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(self.body.decode(), keep_blank_values=True))
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+class HttpError(Exception):
+    """Raised by a handler; turned into the app's own error body."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+Handler = Callable[..., Response | Any]
+
+
+def route(method: str, pattern: str, *, auth: bool = True, name: str | None = None):
+    """Declare a handler for ``method`` and a path regex (named groups → kwargs)."""
+
+    def decorate(func: Handler) -> Handler:
+        func._sandbox_route = (method, pattern, auth, name or f"{method} {pattern}")  # type: ignore[attr-defined]
+        return func
+
+    return decorate
+
+
+@dataclass
+class SandboxConfig:
+    #: requests allowed per ``rate_window`` seconds (0 = unlimited) → 429 + Retry-After
+    rate_limit: int = 0
+    rate_window: float = 10.0
+    #: share of API requests answered with a 5xx (0..1)
+    error_rate: float = 0.0
+    error_status: int = 503
+    #: share of API requests whose connection is dropped without an answer
+    drop_rate: float = 0.0
+    #: seconds added to every API request
+    latency: float = 0.0
+    #: lifetime of issued access tokens, seconds
+    token_ttl: float = 3600.0
+    #: require a bearer token on API calls
+    require_auth: bool = True
+
+
+class SandboxApp:
+    """Base of the four fakes. Thread-safe: handlers run under ``self.lock``."""
+
+    name: str = "sandbox"
+
+    def __init__(self, *, static_tokens: tuple[str, ...] = ()) -> None:
+        self.lock = threading.RLock()
+        self.config = SandboxConfig()
+        self.static_tokens = set(static_tokens)
+        self.tokens: dict[str, float] = {}  # access token -> expires at
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> access token
+        self.codes: dict[str, str] = {}  # authorization code -> redirect uri
+        self.stats: Counter[str] = Counter()
+        self.outbox: list[dict[str, Any]] = []  # webhook deliveries, for inspection
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._routes: list[tuple[str, re.Pattern[str], bool, str, Handler]] = []
+        for attr in dir(type(self)):
+            func = getattr(self, attr)
+            spec = getattr(func, "_sandbox_route", None)
+            if spec:
+                method, pattern, auth, rname = spec
+                self._routes.append((method, re.compile(f"^{pattern}$"), auth, rname, func))
+        # longest patterns first, so literal paths win over parameterised ones
+        self._routes.sort(key=lambda r: -len(r[1].pattern))
+        self.reset()
+
+    # -- to override ---------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget all contacts (tokens and config stay)."""
+
+    def error(self, status: int, message: str, **extra: Any) -> Response:
+        return Response(status, {"error": {"message": message}})
+
+    def rate_limited(self, retry_after: float) -> Response:
+        response = self.error(429, "Rate limit exceeded")
+        response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        return response
+
+    # -- tokens ----------------------------------------------------------
+
+    def issue_token(self, ttl: float | None = None) -> dict[str, Any]:
+        access = "sbx-at-" + secrets.token_urlsafe(16)
+        refresh = "sbx-rt-" + secrets.token_urlsafe(16)
+        ttl = self.config.token_ttl if ttl is None else ttl
+        with self.lock:
+            self.tokens[access] = time.time() + ttl
+            self.refresh_tokens[refresh] = access
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": int(ttl),
+            "token_type": "bearer",
+        }
+
+    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
+        with self.lock:
+            old = self.refresh_tokens.pop(refresh_token, None)
+            if old is None:
+                return None
+            self.tokens.pop(old, None)
+        return self.issue_token()
+
+    def revoke_all(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+            self.refresh_tokens.clear()
+
+    def expire_all(self) -> None:
+        with self.lock:
+            for token in self.tokens:
+                self.tokens[token] = 0.0
+
+    def token_from(self, request: Request) -> str:
+        auth = request.header("Authorization")
+        for scheme in ("Bearer ", "OAuth ", "bearer "):
+            if auth.startswith(scheme):
+                return auth[len(scheme) :].strip()
+        if auth.startswith("Basic "):
+            import base64
+
+            try:
+                decoded = base64.b64decode(auth[6:]).decode()
+            except ValueError:
+                return ""
+            return decoded.partition(":")[2]
+        return ""
+
+    def authorized(self, request: Request) -> bool:
+        if not self.config.require_auth:
+            return True
+        token = self.token_from(request)
+        if not token:
+            return False
+        if token in self.static_tokens:
+            return True
+        with self.lock:
+            expires = self.tokens.get(token)
+        return expires is not None and expires > time.time()
+
+    def token_endpoint(self, request: Request) -> Response:
+        """The standard OAuth token endpoint (form body), shared by apps."""
+        form = request.form() if request.body else {}
+        if not form:
+            form = request.json() or {}
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            code = form.get("code", "")
+            with self.lock:
+                known = self.codes.pop(code, None)
+            if known is None:
+                return Response(400, {"error": "invalid_grant", "error_description": "bad code"})
+            return Response(200, self.issue_token())
+        if grant == "refresh_token":
+            issued = self.refresh(form.get("refresh_token", ""))
+            if issued is None:
+                return Response(
+                    400,
+                    {"error": "invalid_grant", "error_description": "refresh token revoked"},
+                )
+            return Response(200, issued)
+        return Response(400, {"error": "unsupported_grant_type"})
+
+    def authorize_page(self, request: Request) -> Response:
+        """Stand-in for the app's consent screen: approves at once and
+        redirects back with a code, as the real one does after a click."""
+        redirect = request.arg("redirect_uri") or ""
+        state = request.arg("state") or ""
+        code = "sbx-code-" + secrets.token_urlsafe(8)
+        with self.lock:
+            self.codes[code] = redirect
+        sep = "&" if "?" in redirect else "?"
+        location = f"{redirect}{sep}{urllib.parse.urlencode({'code': code, 'state': state})}"
+        return Response(302, b"", "text/plain", {"Location": location})
+
+    # -- webhooks out ----------------------------------------------------
+
+    def deliver(
+        self, url: str, *, json_body: Any = None, form: Any = None, headers: Any = None
+    ) -> None:
+        """POST a webhook in the background, as the app would."""
+        record = {"url": url, "json": json_body, "form": form, "headers": headers or {}}
+        with self.lock:
+            self.outbox.append(record)
+
+        def send() -> None:
+            try:
+                requests.post(url, json=json_body, data=form, headers=headers, timeout=10)
+            except requests.RequestException as exc:  # the app would retry; we log
+                log.warning("%s sandbox: webhook to %s failed: %s", self.name, url, exc)
+
+        threading.Thread(target=send, daemon=True).start()
+
+    # -- control API -----------------------------------------------------
+
+    @route("GET", r"/_sandbox/config", auth=False)
+    def _get_config(self, request: Request) -> Any:
+        return asdict(self.config)
+
+    @route("POST", r"/_sandbox/config", auth=False)
+    def _set_config(self, request: Request) -> Any:
+        body = request.json() or {}
+        for key, value in body.items():
+            if not hasattr(self.config, key):
+                raise HttpError(400, f"unknown sandbox setting {key!r}")
+            setattr(self.config, key, type(getattr(self.config, key))(value))
+        return asdict(self.config)
+
+    @route("GET", r"/_sandbox/stats", auth=False)
+    def _get_stats(self, request: Request) -> Any:
+        return dict(self.stats)
+
+    @route("POST", r"/_sandbox/stats/reset", auth=False)
+    def _reset_stats(self, request: Request) -> Any:
+        self.stats.clear()
+        return {}
+
+    @route("POST", r"/_sandbox/reset", auth=False)
+    def _reset(self, request: Request) -> Any:
+        with self.lock:
+            self.reset()
+            self.stats.clear()
+            self.outbox.clear()
+        return {}
+
+    @route("POST", r"/_sandbox/tokens", auth=False)
+    def _new_token(self, request: Request) -> Any:
+        body = request.json() or {}
+        return self.issue_token(body.get("ttl"))
+
+    @route("POST", r"/_sandbox/tokens/revoke", auth=False)
+    def _revoke(self, request: Request) -> Any:
+        self.revoke_all()
+        return {}
+
+    @route("POST", r"/_sandbox/tokens/expire", auth=False)
+    def _expire(self, request: Request) -> Any:
+        self.expire_all()
+        return {}
+
+    @route("GET", r"/_sandbox/outbox", auth=False)
+    def _outbox(self, request: Request) -> Any:
+        return list(self.outbox)
+
+    # -- dispatch ----------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | None:
+        """Answer one request; ``None`` means: drop the connection."""
+        for method, pattern, auth, rname, func in self._routes:
+            match = pattern.match(request.path)
+            if not match or method != request.method:
+                continue
+            control = request.path.startswith("/_sandbox/")
+            if not control:
+                injected = self._inject(request)
+                if injected is not False:
+                    return injected
+            if auth and not self.authorized(request):
+                self.stats["401"] += 1
+                return self.error(401, "Unauthorized: missing, invalid or expired access token")
+            if not control:
+                self.stats[rname] += 1
+            request.params = match.groupdict()
+            try:
+                with self.lock:
+                    result = func(request, **request.params)
+            except HttpError as exc:
+                return self.error(exc.status, exc.message, **exc.extra)
+            return result if isinstance(result, Response) else Response(200, result)
+        if any(p.match(request.path) for _, p, *_ in self._routes):
+            return self.error(405, f"Method {request.method} not allowed on {request.path}")
+        return self.error(404, f"No such endpoint: {request.method} {request.path}")
+
+    def _inject(self, request: Request) -> Response | None | bool:
+        cfg = self.config
+        if cfg.latency:
+            time.sleep(cfg.latency)
+        if cfg.rate_limit:
+            with self.lock:
+                now = time.monotonic()
+                if now - self._window_start >= cfg.rate_window:
+                    self._window_start, self._window_count = now, 0
+                self._window_count += 1
+                over = self._window_count > cfg.rate_limit
+                retry = cfg.rate_window - (now - self._window_start)
+            if over:
+                self.stats["429"] += 1
+                return self.rate_limited(retry)
+        if cfg.drop_rate and random.random() < cfg.drop_rate:
+            self.stats["dropped"] += 1
+            return None
+        if cfg.error_rate and random.random() < cfg.error_rate:
+            self.stats[str(cfg.error_status)] += 1
+            return self.error(cfg.error_status, "Injected failure: the service is unavailable")
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SandboxServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("sandbox: " + format, *args)
+
+    def _serve(self) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        app, prefix, rest = self.server.find(parsed.path)
+        if app is None:
+            self._send(Response(404, {"error": f"no sandbox at {parsed.path}"}))
+            return
+        request = Request(
+            self.command,
+            rest or "/",
+            urllib.parse.parse_qs(parsed.query, keep_blank_values=True),
+            dict(self.headers.items()),
+            body,
+            base_url=f"{self.server.base_url}{prefix}",
+        )
+        try:
+            response = app.handle(request)
+        except Exception as exc:  # a bug in a fake: answer like a crashed server
+            log.exception("sandbox %s crashed", app.name)
+            response = app.error(500, f"sandbox error: {exc}")
+        if response is None:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self._send(response)
+
+    def _send(self, response: Response) -> None:
+        payload = response.encode()
+        self.send_response(response.status)
+        if payload or response.status not in (204, 304):
+            self.send_header("Content-Type", response.content_type)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload and self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """Serves several sandboxes on one port, each under its own prefix."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, apps: dict[str, SandboxApp], host: str = "127.0.0.1", port: int = 0):
+        self.apps = {("/" + p.strip("/")): app for p, app in apps.items()}
+        super().__init__((host, port), _Handler)
+        self.base_url = f"http://{host}:{self.server_address[1]}"
+        self._thread: threading.Thread | None = None
+
+    def find(self, path: str) -> tuple[SandboxApp | None, str, str]:
+        for prefix, app in self.apps.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return app, prefix, path[len(prefix) :]
+        return None, "", path
+
+    def url(self, prefix: str) -> str:
+        return f"{self.base_url}/{prefix.strip('/')}"
+
+    def start(self) -> SandboxServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

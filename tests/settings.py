@@ -1,0 +1,15 @@
+"""Test settings: the real settings with safe defaults for a test run."""
+
+import os
+
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijkl")
+os.environ.setdefault("CREDENTIALS_KEY", "dGVzdC1jcmVkZW50aWFscy1rZXktMDEyMzQ1Njc4OTA=")
+os.environ.setdefault("DRIFTSYNC_ENV_FILE", "/nonexistent")
+os.environ.setdefault("Q_SYNC", "false")
+
+from driftsync.settings import *  # noqa: E402,F403
+
+SECURE_SSL_REDIRECT = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
