@@ -1,0 +1,560 @@
+"""driftsync's database state: accounts, connections and their configuration,
+the contact bindings, and the audit of every run.
+
+Workers write status through ``queryset.update(...)`` so a run never
+overwrites what a person just saved in the admin.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from connectors import registry
+from connectors.base import Connector, Credentials, Field, FieldType
+
+from .fields import EncryptedJSONField
+
+
+def connector_choices() -> list[tuple[str, str]]:
+    return registry.choices()
+
+
+class Side(models.TextChoices):
+    A = "a", "A"
+    B = "b", "B"
+
+
+# ----------------------------------------------------------------- accounts
+
+
+class Account(models.Model):
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
+        ERROR = "error", "Error"
+        UNCHECKED = "unchecked", "Not checked yet"
+
+    class CredentialKind(models.TextChoices):
+        OAUTH = "oauth", "OAuth (authorized in the app)"
+        PASTED = "pasted", "Pasted token / API key"
+
+    connector = models.CharField(max_length=40, choices=connector_choices)
+    label = models.CharField(max_length=200)
+    remote_id = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The app's own id: Drift org, Google user, Mailchimp login, HubSpot portal.",
+    )
+    base_url = models.URLField(
+        blank=True,
+        help_text="Leave empty for the real API. Set to point at a sandbox or a proxy.",
+    )
+    credential_kind = models.CharField(
+        max_length=10, choices=CredentialKind.choices, default=CredentialKind.PASTED
+    )
+    credentials = EncryptedJSONField(blank=True, default=dict, editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNCHECKED)
+    status_reason = models.TextField(blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    #: the app's field schema as last read (so the admin never calls an app to render a form)
+    schema = models.JSONField(default=list, blank=True, editable=False)
+    #: choices for per-side settings (audiences, contact groups) as last read
+    options = models.JSONField(default=dict, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connector", "label"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector", "remote_id", "base_url"],
+                condition=~Q(remote_id=""),
+                name="account_unique_remote",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_connector_display()}: {self.label}"
+
+    @property
+    def connector_class(self) -> type[Connector]:
+        return registry.get(self.connector)
+
+    def get_credentials(self) -> Credentials:
+        return Credentials.from_dict(self.credentials)
+
+    def set_credentials(self, credentials: Credentials) -> None:
+        self.credentials = credentials.to_dict()
+
+    @property
+    def has_credentials(self) -> bool:
+        creds = self.get_credentials()
+        return bool(creds.access_token or creds.api_key)
+
+    def credential_hint(self) -> str:
+        """What the admin may show: kind and the last four characters."""
+        creds = self.get_credentials()
+        secret = creds.access_token or creds.api_key
+        if not secret:
+            return "none"
+        return f"…{secret[-4:]}" if len(secret) > 12 else "set"
+
+    def build_connector(self, settings_: dict[str, Any] | None = None) -> Connector:
+        return self.connector_class(
+            self.get_credentials(),
+            settings_ or {},
+            base_url=self.base_url or None,
+            account_key=f"account-{self.pk}",
+            refresh_hook=self._refresh_hook,
+        )
+
+    def _refresh_hook(self, stale_token: str, refresher: Any) -> Credentials:
+        """Refresh single-flight across processes: under a row lock, reuse the
+        stored tokens when another worker already refreshed them."""
+        from connectors.base import AuthError
+
+        with transaction.atomic():
+            row = Account.objects.select_for_update().get(pk=self.pk)
+            current = row.get_credentials()
+            if current.access_token and current.access_token != stale_token:
+                self.credentials = row.credentials
+                return current
+            try:
+                fresh = refresher(current)
+            except AuthError as exc:
+                Account.objects.filter(pk=self.pk).update(
+                    status=Account.Status.NEEDS_REAUTH, status_reason=str(exc)[:2000]
+                )
+                raise
+            Account.objects.filter(pk=self.pk).update(credentials=fresh.to_dict())
+        self.credentials = fresh.to_dict()
+        return fresh
+
+    def schema_fields(self) -> list[Field]:
+        out = []
+        for item in self.schema or []:
+            out.append(
+                Field(
+                    key=item["key"],
+                    label=item["label"],
+                    type=FieldType(item["type"]),
+                    read_only=item.get("read_only", False),
+                    choices=tuple(item.get("choices") or ()),
+                    custom=item.get("custom", False),
+                    semantic=item.get("semantic") or None,
+                    multi_value=item.get("multi_value", False),
+                    parts=tuple(item.get("parts") or ()),
+                )
+            )
+        return out
+
+    @staticmethod
+    def dump_schema(fields: list[Field]) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": f.key,
+                "label": f.label,
+                "type": str(f.type),
+                "read_only": f.read_only,
+                "choices": list(f.choices),
+                "custom": f.custom,
+                "semantic": str(f.semantic) if f.semantic else None,
+                "multi_value": f.multi_value,
+                "parts": list(f.parts),
+            }
+            for f in fields
+        ]
+
+
+# -------------------------------------------------------------- connections
+
+
+class Direction(models.TextChoices):
+    TWO_WAY = "two_way", "Two-way (A ↔ B)"
+    A_TO_B = "a_to_b", "One-way A → B"
+    B_TO_A = "b_to_a", "One-way B → A"
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Connection(models.Model):
+    class ConflictPolicy(models.TextChoices):
+        A_WINS = "a_wins", "Side A wins"
+        B_WINS = "b_wins", "Side B wins"
+        MOST_RECENT = "most_recent", "Most recent change wins"
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
+        ERROR = "error", "Error"
+
+    name = models.CharField(max_length=200, unique=True)
+    account_a = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="connections_a")
+    account_b = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="connections_b")
+    settings_a = models.JSONField(default=dict, blank=True, help_text="Per-side settings for A.")
+    settings_b = models.JSONField(default=dict, blank=True, help_text="Per-side settings for B.")
+    direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.TWO_WAY)
+    conflict_policy = models.CharField(
+        max_length=15, choices=ConflictPolicy.choices, default=ConflictPolicy.A_WINS
+    )
+    avoid_duplicates = models.BooleanField(
+        default=True, help_text="Contacts without an email are excluded, never created."
+    )
+    sync_deletions = models.BooleanField(
+        default=False,
+        help_text="Tag the counterpart of a deleted contact for review. Nothing is deleted.",
+    )
+    trash_tag = models.CharField(max_length=100, default="DriftSync Trash")
+    sync_unsubscribes = models.BooleanField(
+        default=False, help_text="Tag the counterpart of a contact who unsubscribed."
+    )
+    unsubscribe_tag = models.CharField(max_length=100, default="DriftSync Unsubscribes")
+    interval_minutes = models.PositiveIntegerField(
+        default=15, help_text="How often the scheduler runs this sync (minutes, at least 1)."
+    )
+    state = models.CharField(max_length=15, choices=State.choices, default=State.ACTIVE)
+    state_reason = models.TextField(blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_synced_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the scheduler ran it.",
+    )
+    cursor_a = models.TextField(blank=True, editable=False)
+    cursor_b = models.TextField(blank=True, editable=False)
+    #: set when the connection is activated or widened; the next run reads everything
+    needs_full_sync = models.BooleanField(default=True, editable=False)
+    #: a trigger that arrived while a run was going; the worker runs again after
+    run_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: the worker holding the run (lock row); see ``connections.locking``
+    running_since = models.DateTimeField(null=True, blank=True, editable=False)
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(interval_minutes__gte=1), name="connection_interval_at_least_1"
+            ),
+            models.CheckConstraint(
+                condition=~Q(trash_tag="") | Q(sync_deletions=False),
+                name="connection_trash_tag_when_syncing_deletions",
+            ),
+            models.CheckConstraint(
+                condition=~Q(unsubscribe_tag="") | Q(sync_unsubscribes=False),
+                name="connection_unsubscribe_tag_when_syncing_unsubscribes",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def account(self, side: str) -> Account:
+        return self.account_a if side == Side.A else self.account_b
+
+    def side_settings(self, side: str) -> dict[str, Any]:
+        return self.settings_a if side == Side.A else self.settings_b
+
+    def cursor(self, side: str) -> str:
+        return self.cursor_a if side == Side.A else self.cursor_b
+
+    def flows(self, source: str) -> bool:
+        """Does data flow out of ``source`` under this connection's direction?"""
+        if self.direction == Direction.TWO_WAY:
+            return True
+        return self.direction == (Direction.A_TO_B if source == Side.A else Direction.B_TO_A)
+
+
+class Rule(models.Model):
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="rules")
+    name = models.CharField(max_length=200, blank=True)
+    direction = models.CharField(
+        max_length=10,
+        choices=[(Direction.A_TO_B, "A → B"), (Direction.B_TO_A, "B → A")],
+    )
+    position = models.PositiveIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    undo_on_unmatch = models.BooleanField(
+        default=False,
+        help_text="Undo this rule's tag actions when a contact stops matching it.",
+    )
+
+    class Meta:
+        ordering = ["connection", "direction", "position", "pk"]
+
+    def __str__(self) -> str:
+        arrow = "A → B" if self.direction == Direction.A_TO_B else "B → A"
+        return self.name or f"{arrow} rule #{self.position + 1}"
+
+    @property
+    def source_side(self) -> str:
+        return Side.A if self.direction == Direction.A_TO_B else Side.B
+
+
+class Condition(models.Model):
+    class Operator(models.TextChoices):
+        HAS_TAG = "has_tag", "has tag"
+        HAS_NO_TAG = "has_no_tag", "has no tag"
+        EXISTS_IN_OTHER = "exists_in_other", "already exists in the other app (update only)"
+        EQUALS = "eq", "equals"
+        NOT_EQUALS = "ne", "does not equal"
+        LT = "lt", "<"
+        LTE = "lte", "<="
+        GT = "gt", ">"
+        GTE = "gte", ">="
+        CONTAINS = "contains", "contains"
+        IS_EMPTY = "empty", "is empty"
+        IS_SET = "set", "is set"
+        ONE_OF = "in", "is one of (comma separated)"
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="conditions")
+    field = models.CharField(
+        max_length=200, blank=True, help_text="Field of the source app (not for tag conditions)."
+    )
+    operator = models.CharField(max_length=20, choices=Operator.choices)
+    value = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.field or 'contact'} {self.get_operator_display()} {self.value}".strip()
+
+
+class Action(models.Model):
+    class Kind(models.TextChoices):
+        ADD_TAG = "add_tag", "add tag"
+        REMOVE_TAG = "remove_tag", "remove tag"
+        SET_FIELD = "set_field", "set field to value"
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    field = models.CharField(
+        max_length=200, blank=True, help_text="Field of the target app (for 'set field')."
+    )
+    value = models.CharField(max_length=500, help_text="The tag, or the field's new value.")
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.SET_FIELD:
+            return f"set {self.field} = {self.value}"
+        return f"{self.get_kind_display()} {self.value}"
+
+
+class FieldMapping(models.Model):
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="mappings")
+    field_a = models.CharField(max_length=200)
+    field_b = models.CharField(max_length=200)
+    direction = models.CharField(
+        max_length=10,
+        choices=Direction.choices,
+        default=Direction.TWO_WAY,
+        help_text="Requested direction; type rules and the connection's direction may narrow it.",
+    )
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        ordering = ["connection", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "field_a"], name="mapping_unique_field_a"),
+            models.UniqueConstraint(fields=["connection", "field_b"], name="mapping_unique_field_b"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field_a} ↔ {self.field_b}"
+
+
+# ------------------------------------------------------------ the bindings
+
+
+class LinkStatus(models.TextChoices):
+    IN_SYNC = "in_sync", "In sync"
+    EXCLUDED = "excluded", "Excluded"
+    DUPLICATE = "duplicate", "Duplicate"
+    FAILING = "failing", "Failing"
+    DELETED_A = "deleted_a", "Deleted on A"
+    DELETED_B = "deleted_b", "Deleted on B"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+
+class ContactLink(models.Model):
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="links")
+    id_a = models.CharField(max_length=200, null=True, blank=True)
+    id_b = models.CharField(max_length=200, null=True, blank=True)
+    email = models.CharField(max_length=320, blank=True, help_text="Normalized (trimmed, folded).")
+    #: last synced value of every mapped field, per side, in that side's field keys
+    base_a = models.JSONField(default=dict, blank=True)
+    base_b = models.JSONField(default=dict, blank=True)
+    version_a = models.CharField(max_length=200, blank=True)
+    version_b = models.CharField(max_length=200, blank=True)
+    #: tags a rule added on the target, per rule id, for undo
+    rule_tags = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=15, choices=LinkStatus.choices, default=LinkStatus.IN_SYNC, db_index=True
+    )
+    status_reason = models.TextField(blank=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    retry_after = models.DateTimeField(null=True, blank=True)
+    #: which side was unsubscribed / tagged for it
+    unsubscribed_on = models.CharField(max_length=1, blank=True)
+    first_synced_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "id_a"],
+                condition=Q(id_a__isnull=False),
+                name="link_unique_id_a",
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "id_b"],
+                condition=Q(id_b__isnull=False),
+                name="link_unique_id_b",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["connection", "email"], name="link_conn_email"),
+            models.Index(fields=["connection", "status"], name="link_conn_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email or f"link #{self.pk}"
+
+    def remote_id(self, side: str) -> str | None:
+        return self.id_a if side == Side.A else self.id_b
+
+
+# ----------------------------------------------------------------- audit
+
+
+class SyncRun(models.Model):
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Sync now (admin)"
+        COMMAND = "command", "Management command"
+        WEBHOOK = "webhook", "Webhook"
+        INITIAL = "initial", "Initial sync"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Succeeded with failing contacts"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    dry_run = models.BooleanField(default=False)
+    full = models.BooleanField(default=False, help_text="Read every contact (initial sync).")
+    #: {"a": {"scanned": n, "created": n, ...}, "b": {...}}
+    counters = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["connection", "-started_at"], name="run_conn_started")]
+
+    def __str__(self) -> str:
+        return f"{self.connection} · {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    def total(self, counter: str) -> int:
+        return sum(int(side.get(counter, 0)) for side in (self.counters or {}).values())
+
+
+class SyncEvent(models.Model):
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        TAGGED = "tagged", "Tagged"
+        MATCHED = "matched", "Matched"
+        UNCHANGED = "unchanged", "Unchanged"
+        ECHO = "echo", "Echo skipped"
+        EXCLUDED = "excluded", "Excluded"
+        DUPLICATE = "duplicate", "Duplicate"
+        FAILED = "failed", "Failed"
+        TRASHED = "trashed", "Deleted → trash tag"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed → tag"
+        SKIPPED = "skipped", "Skipped"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="events")
+    link = models.ForeignKey(
+        ContactLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    email = models.CharField(max_length=320, blank=True, db_index=True)
+    #: the side written (or examined, for skips)
+    side = models.CharField(max_length=1, choices=Side.choices, blank=True)
+    action = models.CharField(max_length=15, choices=Action.choices)
+    #: [{"field": key, "old": v, "new": v, "other": v?, "note": str?}]
+    changes = models.JSONField(default=list, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["link", "created_at"], name="event_link_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.email}".strip()
+
+
+class WebhookEvent(models.Model):
+    """Every delivery we receive, stored before anything else happens."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        REJECTED = "rejected", "Rejected"
+        IGNORED = "ignored", "Ignored"
+
+    source = models.CharField(max_length=40, choices=connector_choices)
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events"
+    )
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events"
+    )
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    event_type = models.CharField(max_length=60, blank=True)
+    kind = models.CharField(max_length=20, blank=True, help_text="identified / updated / ...")
+    contact_id = models.CharField(max_length=200, blank=True)
+    email = models.CharField(max_length=320, blank=True, db_index=True)
+    body = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        indexes = [models.Index(fields=["account", "status", "id"], name="webhook_account_status")]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.event_type or 'event'} #{self.pk}"
