@@ -389,6 +389,7 @@ class FieldMapping(models.Model):
 
 class LinkStatus(models.TextChoices):
     IN_SYNC = "in_sync", "In sync"
+    PENDING = "pending", "Being created"
     EXCLUDED = "excluded", "Excluded"
     DUPLICATE = "duplicate", "Duplicate"
     FAILING = "failing", "Failing"
