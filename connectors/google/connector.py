@@ -1,0 +1,725 @@
+"""Google Contacts (People API) ↔ the common Contact record.
+
+Reads with sync tokens (tombstones become deletions), writes in batches of
+200, keeps labels (user contact groups) as tags. Multi-valued fields (emails,
+phones) expose the primary value; a write replaces that one and keeps the
+others, which is why updates start from a fresh read of each person.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from connectors.base import (
+    AccountInfo,
+    Capabilities,
+    ConfigError,
+    Connector,
+    Contact,
+    ContactRejected,
+    ContactWrite,
+    Credentials,
+    Field,
+    FieldType,
+    NotFound,
+    Page,
+    Semantic,
+    SideSetting,
+    WriteResult,
+    chunked,
+    clean_text,
+    full_name_field,
+    normalize_email,
+    parse_iso_datetime,
+)
+from connectors.http import HttpClient, make_session, oauth_app_credentials, oauth_refresh
+
+from .client import (
+    DEFAULT_BASE_URL,
+    TOKEN_URL,
+    BatchRejected,
+    GoogleClient,
+    Person,
+    SyncTokenExpired,
+)
+
+log = logging.getLogger(__name__)
+
+PERSON_FIELDS = (
+    "names,emailAddresses,phoneNumbers,organizations,birthdays,memberships,userDefined,metadata"
+)
+CUSTOM_PREFIX = "custom:"
+MY_CONTACTS = "contactGroups/myContacts"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: google.rpc.Code FAILED_PRECONDITION: the etag we sent is stale
+FAILED_PRECONDITION = 9
+#: keys Google computes; sending them back on a write only invites conflicts
+OUTPUT_ONLY = frozenset(
+    {
+        "metadata",
+        "formattedType",
+        "formattedProtocol",
+        "canonicalForm",
+        "displayName",
+        "displayNameLastFirst",
+        "unstructuredName",
+    }
+)
+#: our field key -> the person field that holds it
+PERSON_FIELD_OF = {
+    "email": "emailAddresses",
+    "given_name": "names",
+    "family_name": "names",
+    "phone": "phoneNumbers",
+    "organization": "organizations",
+    "job_title": "organizations",
+    "birthday": "birthdays",
+}
+
+STANDARD_FIELDS = (
+    Field("email", "Email", FieldType.EMAIL, semantic=Semantic.EMAIL, multi_value=True),
+    Field("given_name", "First name", FieldType.TEXT, semantic=Semantic.FIRST_NAME),
+    Field("family_name", "Last name", FieldType.TEXT, semantic=Semantic.LAST_NAME),
+    full_name_field("given_name", "family_name"),
+    Field("phone", "Phone", FieldType.PHONE, semantic=Semantic.PHONE, multi_value=True),
+    Field("organization", "Company", FieldType.TEXT, semantic=Semantic.COMPANY),
+    Field("job_title", "Job title", FieldType.TEXT, semantic=Semantic.TITLE),
+    Field("birthday", "Birthday", FieldType.DATE),
+)
+
+
+def _primary_index(items: list[dict[str, Any]]) -> int:
+    for index, item in enumerate(items):
+        if (item.get("metadata") or {}).get("primary"):
+            return index
+    return 0
+
+
+def _primary(items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    items = items or []
+    return items[_primary_index(items)] if items else {}
+
+
+def _writable(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k not in OUTPUT_ONLY} for item in items or []]
+
+
+def _birthday(item: dict[str, Any]) -> str | None:
+    date = item.get("date") or {}
+    year, month, day = date.get("year"), date.get("month"), date.get("day")
+    if year and month and day:
+        return f"{int(year):04d}-{int(month):02d}-{int(day):02d}"
+    text = clean_text(item.get("text"))
+    if text:
+        try:
+            return dt.date.fromisoformat(text).isoformat()
+        except ValueError:
+            return None
+    return None
+
+
+def _updated_at(person: Person) -> dt.datetime | None:
+    sources = (person.get("metadata") or {}).get("sources") or []
+    for source in sorted(sources, key=lambda s: s.get("type") != "CONTACT"):
+        if source.get("updateTime"):
+            return parse_iso_datetime(source["updateTime"])
+    return None
+
+
+def _custom_keys(setting: Any) -> list[str]:
+    if isinstance(setting, str):
+        setting = setting.split(",")
+    return [k.strip() for k in setting or [] if isinstance(k, str) and k.strip()]
+
+
+class GoogleConnector(Connector):
+    key = "google"
+    name = "Google Contacts"
+    capabilities = Capabilities(
+        list_changes=True,
+        detect_deletions=True,
+        detect_unsubscribes=False,
+        tags=True,
+        webhooks=False,
+        batch_writes=True,
+        custom_fields=True,
+    )
+    default_base_url = DEFAULT_BASE_URL
+    page_size = 1000
+    write_batch_size = 200
+    #: people:batchGet takes at most 200 names; members:modify at most 1000
+    get_batch_size = 200
+    members_batch_size = 1000
+    side_settings = (
+        SideSetting(
+            "contact_group",
+            "Contact group",
+            help_text="Only sync members of this label; contacts created here join it.",
+        ),
+    )
+    oauth_provider = "google"
+    paste_label = "Access token"
+    #: where the OAuth token endpoint sits relative to an overridden base URL's
+    #: root (the base URL without its trailing ``/v1``): the sandbox serves it there
+    token_path = "/token"
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        settings: dict[str, Any] | None = None,
+        *,
+        base_url: str | None = None,
+        account_key: str = "",
+        refresh_hook: Callable[[str, Callable[[Credentials], Credentials]], Credentials]
+        | None = None,
+    ) -> None:
+        super().__init__(
+            credentials,
+            settings,
+            base_url=base_url,
+            account_key=account_key,
+            refresh_hook=refresh_hook,
+        )
+        refresher = None
+        if credentials.refresh_token:
+            client_id, secret = oauth_app_credentials(self.oauth_provider)
+            refresher = oauth_refresh(
+                make_session, self.token_url_for(self.base_url), client_id, secret
+            )
+        self.http = HttpClient(
+            self.base_url,
+            credentials=credentials,
+            refresher=refresher,
+            refresh_hook=refresh_hook if refresher else None,
+            account_key=account_key,
+        )
+        self.client = GoogleClient(self.http)
+        self._groups: dict[str, dict[str, Any]] | None = None
+        self._group_by_name: dict[str, str] = {}
+        self._warmed_up = False
+        #: contacts created by this instance, by email: search may lag behind writes
+        self._created: dict[str, dict[str, Contact]] = defaultdict(dict)
+
+    @classmethod
+    def token_url_for(cls, base_url: str) -> str:
+        base = base_url.rstrip("/")
+        if base == DEFAULT_BASE_URL:
+            return TOKEN_URL
+        return base.removesuffix("/v1") + cls.token_path
+
+    @property
+    def scope_group(self) -> str:
+        return str(self.settings.get("contact_group") or "").strip()
+
+    # -- account ----------------------------------------------------------------
+
+    def check(self) -> AccountInfo:
+        me = self.client.get_me()
+        email = clean_text(_primary(me.get("emailAddresses")).get("value"))
+        name = clean_text(_primary(me.get("names")).get("displayName"))
+        return AccountInfo(
+            remote_id=str(me.get("resourceName") or email or ""),
+            label=email or name or str(me.get("resourceName")),
+            extra={"name": name} if name else {},
+        )
+
+    def side_options(self) -> dict[str, list[tuple[str, str]]]:
+        self._load_groups()
+        assert self._groups is not None
+        user = [
+            (rn, str(g.get("formattedName") or g.get("name")))
+            for rn, g in self._groups.items()
+            if g.get("groupType") == "USER_CONTACT_GROUP"
+        ]
+        return {"contact_group": sorted(user, key=lambda option: option[1].casefold())}
+
+    # -- schema -------------------------------------------------------------------
+
+    def fields(self) -> list[Field]:
+        keys = dict.fromkeys(_custom_keys(self.settings.get("custom_fields")))
+        # reading every contact to find userDefined keys is too costly; one page will do
+        page = self.client.list_connections(
+            person_fields="userDefined", page_size=self.page_size, request_sync_token=False
+        )
+        for person in page.get("connections") or []:
+            for item in person.get("userDefined") or []:
+                key = clean_text(item.get("key"))
+                if key:
+                    keys.setdefault(key)
+        custom = [Field(CUSTOM_PREFIX + k, k, FieldType.TEXT, custom=True) for k in keys]
+        return [*STANDARD_FIELDS, *custom]
+
+    # -- contact groups -------------------------------------------------------------
+
+    def _load_groups(self) -> None:
+        groups = self.client.list_contact_groups()
+        self._groups = {g["resourceName"]: g for g in groups if g.get("resourceName")}
+        self._group_by_name = {
+            str(g.get("name")): rn
+            for rn, g in self._groups.items()
+            if g.get("groupType") == "USER_CONTACT_GROUP" and g.get("name")
+        }
+
+    def _group_name(self, rn: str) -> str | None:
+        """The tag a membership stands for; None for system groups and the scope group."""
+        if self._groups is None or rn not in self._groups:
+            self._load_groups()
+        assert self._groups is not None
+        group = self._groups.get(rn)
+        if not group or group.get("groupType") != "USER_CONTACT_GROUP" or rn == self.scope_group:
+            return None
+        return str(group.get("name") or "") or None
+
+    def _group_rn(self, tag: str, *, create: bool) -> str | None:
+        if self._groups is None:
+            self._load_groups()
+        rn = self._group_by_name.get(tag)
+        if rn or not create:
+            return rn
+        group = self.client.create_contact_group(tag)
+        if group is None:  # 409: made meanwhile by someone else
+            self._load_groups()
+            rn = self._group_by_name.get(tag)
+            if rn is None:
+                raise ConfigError(f"Google refused to create the label {tag!r}: the name is taken")
+            return rn
+        assert self._groups is not None
+        self._groups[group["resourceName"]] = group
+        self._group_by_name[tag] = group["resourceName"]
+        return group["resourceName"]
+
+    # -- mapping ------------------------------------------------------------------------
+
+    def to_contact(self, person: Person) -> Contact:
+        rn = str(person.get("resourceName") or "")
+        metadata = person.get("metadata") or {}
+        if metadata.get("deleted"):
+            return Contact(id=rn, deleted=True, version=person.get("etag"))
+        name = _primary(person.get("names"))
+        org = _primary(person.get("organizations"))
+        email = clean_text(_primary(person.get("emailAddresses")).get("value"))
+        fields: dict[str, Any] = {
+            "email": email,
+            "given_name": clean_text(name.get("givenName")),
+            "family_name": clean_text(name.get("familyName")),
+            "phone": clean_text(_primary(person.get("phoneNumbers")).get("value")),
+            "organization": clean_text(org.get("name")),
+            "job_title": clean_text(org.get("title")),
+            "birthday": _birthday(_primary(person.get("birthdays"))),
+        }
+        for item in person.get("userDefined") or []:
+            key = clean_text(item.get("key"))
+            if key:
+                fields[CUSTOM_PREFIX + key] = clean_text(item.get("value"))
+        tags = set()
+        for membership in person.get("memberships") or []:
+            group_rn = (membership.get("contactGroupMembership") or {}).get(
+                "contactGroupResourceName"
+            )
+            tag = self._group_name(group_rn) if group_rn else None
+            if tag:
+                tags.add(tag)
+        return Contact(
+            id=rn,
+            email=email,
+            fields=fields,
+            tags=frozenset(tags),
+            updated_at=_updated_at(person),
+            version=person.get("etag"),
+        )
+
+    def _in_scope(self, person: Person) -> bool:
+        if not self.scope_group or (person.get("metadata") or {}).get("deleted"):
+            return True
+        return any(
+            (m.get("contactGroupMembership") or {}).get("contactGroupResourceName")
+            == self.scope_group
+            for m in person.get("memberships") or []
+        )
+
+    @staticmethod
+    def apply_fields(current: Person, fields: dict[str, Any]) -> dict[str, list[Any]]:
+        """The person fields to send so that ``fields`` hold, keeping everything
+        else of ``current`` (other emails and phones, middle names, departments)."""
+        out: dict[str, list[Any]] = {}
+
+        def set_primary(person_field: str, value: Any) -> None:
+            raw = current.get(person_field) or []
+            items = _writable(raw)
+            index = _primary_index(raw)
+            if value is None:
+                if index < len(items):
+                    del items[index]
+            elif index < len(items):
+                items[index]["value"] = value
+            else:
+                items.append({"value": value})
+            out[person_field] = items
+
+        for key, person_field in (("email", "emailAddresses"), ("phone", "phoneNumbers")):
+            if key in fields:
+                set_primary(person_field, clean_text(fields[key]))
+        for keys, person_field, attrs in (
+            (("given_name", "family_name"), "names", ("givenName", "familyName")),
+            (("organization", "job_title"), "organizations", ("name", "title")),
+        ):
+            if not any(k in fields for k in keys):
+                continue
+            raw = current.get(person_field) or []
+            items = _writable(raw)
+            index = _primary_index(raw)
+            item = items[index] if index < len(items) else {}
+            for key, attr in zip(keys, attrs):
+                if key in fields:
+                    value = clean_text(fields[key])
+                    if value is None:
+                        item.pop(attr, None)
+                    else:
+                        item[attr] = value
+            rest = [x for i, x in enumerate(items) if i != index]
+            out[person_field] = ([item] if any(v for v in item.values()) else []) + rest
+        if "birthday" in fields:
+            value = fields["birthday"]
+            if value:
+                date = dt.date.fromisoformat(str(value)[:10])
+                birthday = {"date": {"year": date.year, "month": date.month, "day": date.day}}
+                out["birthdays"] = [birthday]
+            else:
+                out["birthdays"] = []
+        custom = {
+            k[len(CUSTOM_PREFIX) :]: v for k, v in fields.items() if k.startswith(CUSTOM_PREFIX)
+        }
+        if custom:
+            merged = {
+                str(item.get("key")): item.get("value")
+                for item in _writable(current.get("userDefined"))
+                if item.get("key")
+            }
+            for key, value in custom.items():
+                text = clean_text(value)
+                if text is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = text
+            out["userDefined"] = [{"key": k, "value": v} for k, v in merged.items()]
+        return out
+
+    # -- reading --------------------------------------------------------------------------
+
+    def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:
+        state = {"sync": None, "page": None, "full": True}
+        if cursor and not full:
+            saved = json.loads(cursor)
+            state = {
+                "sync": saved.get("sync"),
+                "page": saved.get("page"),
+                "full": bool(saved.get("full")) or not saved.get("sync"),
+            }
+        while True:
+            try:
+                body = self.client.list_connections(
+                    person_fields=PERSON_FIELDS,
+                    page_size=self.page_size,
+                    page_token=state["page"],
+                    sync_token=state["sync"],
+                )
+            except SyncTokenExpired as exc:
+                log.info("Google sync token expired (%s): reading everything again", exc)
+                state = {"sync": None, "page": None, "full": True}
+                continue
+            people = [p for p in body.get("connections") or [] if self._in_scope(p)]
+            contacts = [self.to_contact(p) for p in people]
+            next_page = body.get("nextPageToken")
+            if next_page:
+                state = {**state, "page": next_page}
+                yield Page(contacts, json.dumps(state), done=False, full_scan=state["full"])
+                continue
+            sync = body.get("nextSyncToken")
+            # without a sync token the next read has to be a full one
+            resume = json.dumps({"sync": sync, "page": None, "full": False}) if sync else None
+            yield Page(contacts, resume, done=True, full_scan=state["full"])
+            return
+
+    def get_contacts(self, ids: Iterable[str]) -> dict[str, Contact]:
+        return {rn: self.to_contact(p) for rn, p in self._read_people(list(ids)).items()}
+
+    def _read_people(self, ids: list[str]) -> dict[str, Person]:
+        out: dict[str, Person] = {}
+        for chunk in chunked(list(dict.fromkeys(ids)), self.get_batch_size):
+            for response in self.client.batch_get(chunk, person_fields=PERSON_FIELDS):
+                person = response.get("person")
+                if int(response.get("httpStatusCode") or 200) == 200 and person:
+                    out[response.get("requestedResourceName") or person["resourceName"]] = person
+        return out
+
+    def find_by_emails(self, emails: Iterable[str]) -> dict[str, list[Contact]]:
+        wanted = sorted({normalize_email(e) for e in emails} - {""})
+        out: dict[str, list[Contact]] = {}
+        if not wanted:
+            return out
+        if not self._warmed_up:
+            # Google's search reads a cache that an empty query refreshes
+            self.client.search_contacts("", read_mask=PERSON_FIELDS)
+            self._warmed_up = True
+        for email in wanted:
+            found: dict[str, Contact] = {}
+            for person in self.client.search_contacts(email, read_mask=PERSON_FIELDS):
+                values = person.get("emailAddresses") or []
+                if any(normalize_email(item.get("value")) == email for item in values):
+                    contact = self.to_contact(person)
+                    found[contact.id] = contact
+            for contact in self._created.get(email, {}).values():
+                found.setdefault(contact.id, contact)
+            if found:
+                # Google keeps no creation time: the least recently changed comes first
+                out[email] = sorted(found.values(), key=lambda c: (c.updated_at or EPOCH, c.id))
+        return out
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_contacts(self, writes: list[ContactWrite]) -> list[WriteResult]:
+        results: list[WriteResult | None] = [None] * len(writes)
+        creates = [(i, w) for i, w in enumerate(writes) if w.id is None]
+        updates = [(i, w) for i, w in enumerate(writes) if w.id is not None]
+        if creates:
+            self._create(creates, results)
+        if updates:
+            self._update(updates, results)
+        return [r if r is not None else WriteResult(w.ref) for r, w in zip(results, writes)]
+
+    def _create(
+        self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
+    ) -> None:
+        emails = {i: normalize_email(w.fields.get("email", w.email)) for i, w in items}
+        existing = self.find_by_emails(e for e in emails.values() if e)
+        first_of: dict[str, int] = {}
+        same_as: dict[int, int] = {}
+        pending: list[tuple[int, ContactWrite, Person]] = []
+        for i, write in items:
+            email = emails[i]
+            if email and existing.get(email):
+                # never a second contact with an email Google already holds
+                results[i] = WriteResult(write.ref, contact=existing[email][0])
+                continue
+            if email and email in first_of:
+                same_as[i] = first_of[email]
+                continue
+            if email:
+                first_of[email] = i
+            fields = dict(write.fields)
+            if write.email and "email" not in fields:
+                fields["email"] = write.email
+            person: Person = dict(self.apply_fields({}, fields))
+            groups = {MY_CONTACTS}
+            if self.scope_group:
+                groups.add(self.scope_group)
+            for tag in sorted(write.add_tags):
+                rn = self._group_rn(tag, create=True)
+                if rn:
+                    groups.add(rn)
+            person["memberships"] = [
+                {"contactGroupMembership": {"contactGroupResourceName": rn}}
+                for rn in sorted(groups)
+            ]
+            pending.append((i, write, person))
+        for chunk in chunked(pending, self.write_batch_size):
+            self._create_chunk(chunk, results)
+        for i, first in same_as.items():
+            done = results[first]
+            write = next(w for j, w in items if j == i)
+            results[i] = WriteResult(
+                write.ref,
+                contact=done.contact if done else None,
+                error=done.error if done else None,
+            )
+
+    def _create_chunk(
+        self, chunk: list[tuple[int, ContactWrite, Person]], results: list[WriteResult | None]
+    ) -> None:
+        try:
+            created = self.client.batch_create([p for _, _, p in chunk], read_mask=PERSON_FIELDS)
+        except BatchRejected as exc:
+            # nothing was created: drop the culprits, send the rest again
+            bad = {int(k): v for k, v in exc.contact_errors.items() if str(k).isdigit()}
+            rest = [item for n, item in enumerate(chunk) if n not in bad]
+            for n, status in bad.items():
+                if n < len(chunk):
+                    i, write, _ = chunk[n]
+                    message = str(status.get("message") or exc.message)
+                    results[i] = WriteResult(write.ref, error=ContactRejected(message, status=400))
+            if len(rest) == len(chunk):  # no usable details: find the culprit one by one
+                if len(chunk) == 1:
+                    i, write, _ = chunk[0]
+                    results[i] = WriteResult(
+                        write.ref, error=ContactRejected(exc.message, status=400)
+                    )
+                    return
+                for item in chunk:
+                    self._create_chunk([item], results)
+                return
+            if rest:
+                self._create_chunk(rest, results)
+            return
+        for (i, write, _), response in zip(chunk, created):
+            person = response.get("person")
+            if int(response.get("httpStatusCode") or 200) != 200 or not person:
+                message = str((response.get("status") or {}).get("message") or "not created")
+                results[i] = WriteResult(write.ref, error=ContactRejected(message, status=400))
+                continue
+            contact = self.to_contact(person)
+            results[i] = WriteResult(write.ref, contact=contact)
+            if contact.email:
+                self._created[normalize_email(contact.email)][contact.id] = contact
+
+    def _update(
+        self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
+    ) -> None:
+        self._apply_tags(items, results)
+        live = [(i, w) for i, w in items if results[i] is None]
+        fresh = self._read_people([str(w.id) for _, w in live])
+        to_write: list[tuple[int, ContactWrite]] = []
+        for i, write in live:
+            person = fresh.get(str(write.id))
+            if person is None:
+                results[i] = WriteResult(
+                    write.ref, error=NotFound(f"{write.id} no longer exists", status=404)
+                )
+            elif write.fields:
+                to_write.append((i, write))
+            else:
+                results[i] = WriteResult(write.ref, contact=self.to_contact(person))
+        for chunk in chunked(to_write, self.write_batch_size):
+            self._update_chunk(chunk, fresh, results, retry=True)
+
+    def _apply_tags(
+        self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
+    ) -> None:
+        """Membership changes, one members:modify call per group and 1000 names."""
+        changes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        index_of: dict[str, list[int]] = defaultdict(list)
+        ref_of = {i: write.ref for i, write in items}
+        for i, write in items:
+            rn = str(write.id)
+            index_of[rn].append(i)
+            for tag in sorted(write.add_tags):
+                group = self._group_rn(tag, create=True)
+                if group:
+                    changes[group].append(("add", rn))
+            for tag in sorted(write.remove_tags - write.add_tags):
+                group = self._group_rn(tag, create=False)
+                if group:
+                    changes[group].append(("remove", rn))
+            if self.scope_group and write.fields:
+                changes[self.scope_group].append(("add", rn))
+        for group, ops in changes.items():
+            for chunk in chunked(ops, self.members_batch_size):
+                answer = self.client.modify_members(
+                    group,
+                    add=[rn for op, rn in chunk if op == "add"],
+                    remove=[rn for op, rn in chunk if op == "remove"],
+                )
+                for rn in answer.get("notFoundResourceNames") or []:
+                    for i in index_of.get(rn, []):
+                        results[i] = WriteResult(
+                            ref_of[i], error=NotFound(f"{rn} no longer exists", status=404)
+                        )
+                for rn in answer.get("canNotRemoveLastContactGroupResourceNames") or []:
+                    for i in index_of.get(rn, []):
+                        results[i] = WriteResult(
+                            ref_of[i],
+                            error=ContactRejected(
+                                "Google keeps every contact in at least one label: "
+                                f"{rn} cannot leave its last one",
+                                status=400,
+                            ),
+                        )
+
+    def _update_chunk(
+        self,
+        chunk: list[tuple[int, ContactWrite]],
+        fresh: dict[str, Person],
+        results: list[WriteResult | None],
+        *,
+        retry: bool,
+    ) -> None:
+        mask = sorted({PERSON_FIELD_OF.get(k, "userDefined") for _, w in chunk for k in w.fields})
+        bodies: dict[str, Person] = {}
+        for _, write in chunk:
+            current = fresh[str(write.id)]
+            changed = self.apply_fields(current, write.fields)
+            body: Person = {"etag": current.get("etag")}
+            for person_field in mask:
+                body[person_field] = changed.get(person_field, _writable(current.get(person_field)))
+            bodies[str(write.id)] = body
+        try:
+            updated = self.client.batch_update(
+                bodies, update_mask=",".join(mask), read_mask=PERSON_FIELDS
+            )
+        except BatchRejected as exc:
+            self._retry_update(chunk, fresh, results, exc, retry=retry)
+            return
+        for i, write in chunk:
+            response = updated.get(str(write.id)) or {}
+            person = response.get("person")
+            if person:
+                results[i] = WriteResult(write.ref, contact=self.to_contact(person))
+            else:
+                message = str((response.get("status") or {}).get("message") or "not updated")
+                results[i] = WriteResult(write.ref, error=ContactRejected(message, status=400))
+
+    def _retry_update(
+        self,
+        chunk: list[tuple[int, ContactWrite]],
+        fresh: dict[str, Person],
+        results: list[WriteResult | None],
+        exc: BatchRejected,
+        *,
+        retry: bool,
+    ) -> None:
+        """Nothing of the batch was written. Stale etags: read those people
+        again and put our changes on top, once. Other culprits are rejected;
+        the rest goes again."""
+        if not exc.contact_errors:
+            if len(chunk) == 1:
+                i, write = chunk[0]
+                results[i] = WriteResult(write.ref, error=ContactRejected(exc.message, status=400))
+                return
+            for item in chunk:
+                self._update_chunk([item], fresh, results, retry=retry)
+            return
+        stale: list[tuple[int, ContactWrite]] = []
+        rest: list[tuple[int, ContactWrite]] = []
+        for i, write in chunk:
+            status = exc.contact_errors.get(str(write.id))
+            if status is None:
+                rest.append((i, write))
+            elif int(status.get("code") or 0) == FAILED_PRECONDITION and retry:
+                stale.append((i, write))
+            elif int(status.get("code") or 0) == 5:
+                results[i] = WriteResult(
+                    write.ref, error=NotFound(str(status.get("message")), status=404)
+                )
+            else:
+                message = str(status.get("message") or exc.message)
+                results[i] = WriteResult(write.ref, error=ContactRejected(message, status=400))
+        if len(rest) == len(chunk):  # details that name no one we sent
+            for i, write in chunk:
+                results[i] = WriteResult(write.ref, error=ContactRejected(exc.message, status=400))
+            return
+        if stale:
+            reread = self._read_people([str(w.id) for _, w in stale])
+            for i, write in stale:
+                if str(write.id) in reread:
+                    fresh[str(write.id)] = reread[str(write.id)]
+                    rest.append((i, write))
+                else:
+                    results[i] = WriteResult(
+                        write.ref, error=NotFound(f"{write.id} no longer exists", status=404)
+                    )
+        if rest:
+            self._update_chunk(rest, fresh, results, retry=retry and not stale)
