@@ -1,0 +1,612 @@
+"""The configuration UI and the audit log, in plain Django admin.
+
+Staff see and do what their model permissions allow: a view-only user can
+audit runs and contacts but changes nothing. The audit tables are read-only
+and paginate without counting whole tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from connectors import registry
+from connectors.base import ConnectorError
+
+from .accounts import refresh_account
+from .config import (
+    DRIFT_NOTICE,
+    apply_defaults,
+    capabilities_of,
+    has_drift_side,
+    mapping_status,
+    option_support,
+)
+from .forms import (
+    AccountForm,
+    ActionForm,
+    ConditionForm,
+    ConnectionForm,
+    FieldMappingForm,
+    FieldMappingFormSet,
+    setting_field_name,
+    side_settings_of,
+)
+from .models import (
+    Account,
+    Action,
+    Condition,
+    Connection,
+    ContactLink,
+    FieldMapping,
+    Rule,
+    Side,
+    SyncEvent,
+    SyncRun,
+    WebhookEvent,
+)
+from .oauth import connect_url
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``CAP`` + 1 rows (``COUNT(*)`` over a ``LIMIT`` subquery),
+    never the whole table; narrow with filters to reach older rows."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:  # type: ignore[override]
+        return self.object_list[: self.CAP + 1].count()
+
+
+def connector_oauth_provider(key: str) -> str:
+    try:
+        return registry.get(key).oauth_provider
+    except (KeyError, ImportError, AttributeError):
+        return ""
+
+
+# ------------------------------------------------------------------ accounts
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    form = AccountForm
+    list_display = ["label", "connector", "remote_id", "status", "checked_at", "credential_kind"]
+    list_filter = ["connector", "status"]
+    search_fields = ["label", "remote_id"]
+    readonly_fields = [
+        "remote_id",
+        "credential_kind",
+        "credential",
+        "connect",
+        "status",
+        "status_reason",
+        "checked_at",
+        "created_by",
+        "created_at",
+    ]
+    actions = ["test_connection"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Account | None = None) -> Any:
+        editable = (
+            self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+        )
+        credential = ["credential_kind", "credential"]
+        if editable:
+            credential += ["secret", "connect"]
+        return [
+            (None, {"fields": ["connector", "label", "base_url"]}),
+            ("Credentials", {"fields": credential}),
+            (
+                "Status",
+                {"fields": ["remote_id", "status", "status_reason", "checked_at", "created_by"]},
+            ),
+        ]
+
+    def get_form(self, request: HttpRequest, obj: Account | None = None, **kwargs: Any) -> Any:
+        fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [f for f in fields if f != "secret"]
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Credential")
+    def credential(self, obj: Account) -> str:
+        return obj.credential_hint() if obj.pk else "none"
+
+    @admin.display(description="Authorize in the app")
+    def connect(self, obj: Account | None) -> SafeString | str:
+        keys = [obj.connector] if obj and obj.pk else [k for k, _ in registry.choices()]
+        buttons = []
+        for key in keys:
+            provider = connector_oauth_provider(key)
+            if provider:
+                name = dict(registry.choices())[key]
+                buttons.append((connect_url(provider), f"Connect with {name}"))
+        if not buttons:
+            return "This app takes a pasted token only."
+        return format_html_join(" ", '<a class="button" href="{}">{}</a>', buttons)
+
+    def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    # -- test connection ------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        urls = [
+            path(
+                "<int:pk>/test/",
+                self.admin_site.admin_view(self.test_connection_view),
+                name="connections_account_test",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def _test(self, request: HttpRequest, account: Account) -> None:
+        try:
+            info = refresh_account(account)
+        except ConnectorError as exc:
+            self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            self.log_change(request, account, f"Test connection failed: {exc}")
+            return
+        count = len(account.schema or [])
+        self.message_user(
+            request,
+            f"{account}: connected as {info.label or info.remote_id}; {count} fields read.",
+            messages.SUCCESS,
+        )
+        self.log_change(request, account, "Test connection succeeded.")
+
+    def test_connection_view(self, request: HttpRequest, pk: int) -> Any:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        account = get_object_or_404(Account, pk=pk)
+        if not self.has_change_permission(request, account):
+            raise PermissionDenied
+        self._test(request, account)
+        return HttpResponseRedirect(reverse("admin:connections_account_change", args=[pk]))
+
+    @admin.action(description="Test connection (calls the app)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            self._test(request, account)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = dict(extra_context or {})
+        account = self.get_object(request, object_id)
+        if account is not None and self.has_change_permission(request, account):
+            extra_context["test_url"] = reverse("admin:connections_account_test", args=[account.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = dict(extra_context or {})
+        if self.has_add_permission(request):
+            extra_context["connect_buttons"] = [
+                (connect_url(provider), f"Connect with {name}")
+                for key, name in registry.choices()
+                if (provider := connector_oauth_provider(key))
+            ]
+        return super().changelist_view(request, extra_context)
+
+
+# --------------------------------------------------------------- connections
+
+
+class FieldMappingInline(admin.TabularInline):
+    model = FieldMapping
+    form = FieldMappingForm
+    formset = FieldMappingFormSet
+    fields = ["field_a", "field_b", "direction", "enabled", "effective", "is_default"]
+    readonly_fields = ["effective", "is_default"]
+    extra = 1
+    can_delete = True
+    verbose_name = "field mapping"
+
+    def get_formset(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        kwargs["form"] = type("BoundFieldMappingForm", (self.form,), {"connection": obj})
+        return super().get_formset(request, obj, **kwargs)
+
+    @admin.display(description="Effective direction")
+    def effective(self, mapping: FieldMapping) -> str:
+        if not mapping.pk:
+            return "—"
+        connection = mapping.connection
+        fields_a = {f.key: f for f in connection.account_a.schema_fields()}
+        fields_b = {f.key: f for f in connection.account_b.schema_fields()}
+        text, problem = mapping_status(
+            fields_a.get(mapping.field_a),
+            fields_b.get(mapping.field_b),
+            mapping.direction,
+            connection.direction,
+            enabled=mapping.enabled,
+        )
+        return f"{text} ({problem})" if problem else text
+
+
+class RuleInline(admin.TabularInline):
+    model = Rule
+    fields = ["name", "direction", "position", "enabled", "undo_on_unmatch", "summary"]
+    readonly_fields = ["summary"]
+    extra = 0
+    show_change_link = True
+
+    @admin.display(description="Conditions / actions")
+    def summary(self, rule: Rule) -> str:
+        if not rule.pk:
+            return "—"
+        conditions = " and ".join(str(c) for c in rule.conditions.all()) or "all contacts"
+        actions = ", ".join(str(a) for a in rule.actions.all()) or "no actions"
+        return f"IF {conditions} THEN sync; {actions}"
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = [
+        "name",
+        "account_a",
+        "account_b",
+        "direction",
+        "state",
+        "interval_minutes",
+        "last_synced_at",
+    ]
+    list_filter = ["state", "direction"]
+    list_select_related = ["account_a", "account_b"]
+    search_fields = ["name"]
+    readonly_fields = [
+        "drift_notice",
+        "option_ways",
+        "state_reason",
+        "last_synced_at",
+        "last_synced_by",
+    ]
+
+    def get_inlines(self, request: HttpRequest, obj: Connection | None) -> list[Any]:
+        # mappings and rules need both accounts' fields: they come after the first save
+        return [FieldMappingInline, RuleInline] if obj else []
+
+    def _setting_names(self, request: HttpRequest, obj: Connection | None, side: str) -> list[str]:
+        if obj is None or not self.has_change_permission(request, obj):
+            return [f"settings_{side}"]
+        names = [setting_field_name(side, s.key) for s in side_settings_of(obj.account(side))]
+        return names or [f"settings_{side}"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        sync = ["direction", "conflict_policy", "avoid_duplicates"]
+        if obj is None or has_drift_side(obj):
+            sync.append("drift_notice")
+        return [
+            (
+                "Side A",
+                {"fields": ["name", "account_a", *self._setting_names(request, obj, Side.A)]},
+            ),
+            ("Side B", {"fields": ["account_b", *self._setting_names(request, obj, Side.B)]}),
+            ("How to sync", {"fields": sync}),
+            (
+                "Deletions and unsubscribes (nothing is ever deleted)",
+                {
+                    "fields": [
+                        "sync_deletions",
+                        "trash_tag",
+                        "sync_unsubscribes",
+                        "unsubscribe_tag",
+                        "option_ways",
+                    ]
+                },
+            ),
+            (
+                "Schedule",
+                {
+                    "fields": [
+                        "interval_minutes",
+                        "state",
+                        "state_reason",
+                        "last_synced_at",
+                        "last_synced_by",
+                    ]
+                },
+            ),
+        ]
+
+    def get_form(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any) -> Any:
+        fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [f for f in fields if not f.startswith("setting_")]
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Drift")
+    def drift_notice(self, obj: Connection | None) -> str:
+        if obj is None or not obj.pk:
+            return f"When one side is Drift: {DRIFT_NOTICE}"
+        return DRIFT_NOTICE
+
+    @admin.display(description="Works for this connection")
+    def option_ways(self, obj: Connection | None) -> SafeString | str:
+        if obj is None or not obj.pk:
+            return "Shown once both accounts are chosen and saved."
+        support = option_support(obj)
+        return format_html_join(
+            "",
+            "<p><strong>{}</strong>: {}</p>",
+            (
+                ("Sync deletions", support["sync_deletions"].describe()),
+                ("Sync unsubscribes", support["sync_unsubscribes"].describe()),
+            ),
+        )
+
+    def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            apply_defaults(obj)
+
+
+class ConditionInline(admin.TabularInline):
+    model = Condition
+    form = ConditionForm
+    fields = ["operator", "field", "value"]
+    extra = 1
+
+    def get_formset(self, request: HttpRequest, obj: Rule | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        fields: dict[str, Any] = {}
+        if obj is not None:
+            account = obj.connection.account(obj.source_side)
+            fields = {f.key: f for f in account.schema_fields()}
+        kwargs["form"] = type("BoundConditionForm", (self.form,), {"side_fields": fields})
+        return super().get_formset(request, obj, **kwargs)
+
+
+class ActionInline(admin.TabularInline):
+    model = Action
+    form = ActionForm
+    fields = ["kind", "field", "value"]
+    extra = 1
+
+    def get_formset(self, request: HttpRequest, obj: Rule | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        attrs: dict[str, Any] = {"side_fields": {}, "side_can_tag": None}
+        if obj is not None:
+            target = Side.B if obj.source_side == Side.A else Side.A
+            account = obj.connection.account(target)
+            attrs["side_fields"] = {f.key: f for f in account.schema_fields()}
+            caps = capabilities_of(account.connector)
+            attrs["side_can_tag"] = caps.tags if caps else None
+        kwargs["form"] = type("BoundActionForm", (self.form,), attrs)
+        return super().get_formset(request, obj, **kwargs)
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "connection", "direction", "position", "enabled"]
+    list_filter = ["direction", "enabled"]
+    list_select_related = ["connection"]
+    fields = ["connection", "name", "direction", "position", "enabled", "undo_on_unmatch"]
+    inlines = [ConditionInline, ActionInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Rule | None = None) -> Any:
+        return ["connection"] if obj else []
+
+
+# --------------------------------------------------------------------- audit
+
+
+class AuditAdmin(admin.ModelAdmin):
+    """Read-only log tables, paginated without full counts."""
+
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def folded(text: str, summary: str = "show") -> SafeString | str:
+    if not text:
+        return "—"
+    return format_html("<details><summary>{}</summary><pre>{}</pre></details>", summary, text)
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(AuditAdmin):
+    list_display = [
+        "started_at",
+        "connection",
+        "trigger",
+        "started_by",
+        "duration",
+        "status",
+        "dry_run",
+        "totals",
+        "events",
+    ]
+    list_filter = ["status", "trigger", "dry_run", "full", "connection"]
+    list_select_related = ["connection", "started_by"]
+    fields = [
+        "connection",
+        "trigger",
+        "started_by",
+        "started_at",
+        "finished_at",
+        "duration",
+        "status",
+        "dry_run",
+        "full",
+        "totals",
+        "error_folded",
+        "events",
+    ]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser  # old runs may be pruned, by a superuser only
+
+    @admin.display(description="Duration")
+    def duration(self, run: SyncRun) -> str:
+        if not run.finished_at:
+            return "running" if run.status == SyncRun.Status.RUNNING else "—"
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+    @admin.display(description="Counts (both sides)")
+    def totals(self, run: SyncRun) -> str:
+        names: dict[str, None] = {}
+        for side in (run.counters or {}).values():
+            names.update(dict.fromkeys(side))
+        return ", ".join(f"{name} {run.total(name)}" for name in names) or "—"
+
+    @admin.display(description="Error")
+    def error_folded(self, run: SyncRun) -> SafeString | str:
+        return folded(run.error, run.error.splitlines()[0][:120] if run.error else "")
+
+    @admin.display(description="Events")
+    def events(self, run: SyncRun) -> SafeString:
+        url = reverse("admin:connections_syncevent_changelist") + f"?run__id__exact={run.pk}"
+        return format_html('<a href="{}">events</a>', url)
+
+
+def changes_table(changes: list[dict[str, Any]]) -> SafeString | str:
+    if not changes:
+        return "—"
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>→</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                c.get("field", ""),
+                "" if c.get("old") is None else c.get("old"),
+                "" if c.get("new") is None else c.get("new"),
+                c.get("note") or ("" if c.get("other") is None else f"other side: {c['other']}"),
+            )
+            for c in changes
+        ),
+    )
+    return format_html(
+        "<table><thead><tr><th>Field</th><th>Old</th><th></th><th>New</th><th></th></tr>"
+        "</thead><tbody>{}</tbody></table>",
+        rows,
+    )
+
+
+@admin.register(SyncEvent)
+class SyncEventAdmin(AuditAdmin):
+    list_display = ["created_at", "action", "side", "email", "run", "reason_short"]
+    list_filter = ["action", "side"]
+    search_fields = ["=email"]
+    list_select_related = ["run", "run__connection"]
+    fields = ["run", "link", "email", "side", "action", "changes_table", "reason", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Reason")
+    def reason_short(self, event: SyncEvent) -> str:
+        return event.reason[:100]
+
+    @admin.display(description="Changes")
+    def changes_table(self, event: SyncEvent) -> SafeString | str:
+        return changes_table(event.changes or [])
+
+
+@admin.register(ContactLink)
+class ContactLinkAdmin(AuditAdmin):
+    list_display = [
+        "email",
+        "connection",
+        "id_a",
+        "id_b",
+        "status",
+        "failure_count",
+        "last_synced_at",
+    ]
+    list_filter = ["status", "connection"]
+    search_fields = ["=email", "=id_a", "=id_b"]
+    list_select_related = ["connection"]
+    fields = [
+        "connection",
+        "email",
+        "id_a",
+        "id_b",
+        "status",
+        "status_reason",
+        "failure_count",
+        "retry_after",
+        "unsubscribed_on",
+        "base_a",
+        "base_b",
+        "first_synced_at",
+        "last_synced_at",
+        "timeline",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Timeline (newest first)")
+    def timeline(self, link: ContactLink) -> SafeString | str:
+        events = list(link.events.select_related("run").order_by("-created_at", "-pk")[:100])
+        if not events:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<tr><td>{}</td><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    reverse("admin:connections_syncevent_change", args=[e.pk]),
+                    e.get_action_display(),
+                    e.side.upper(),
+                    changes_table(e.changes or []),
+                    e.reason,
+                )
+                for e in events
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>When</th><th>What</th><th>Side</th><th>Changes</th>"
+            "<th>Why</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(AuditAdmin):
+    list_display = ["received_at", "source", "event_type", "kind", "email", "status", "connection"]
+    list_filter = ["status", "source"]
+    search_fields = ["=email", "=contact_id"]
+    list_select_related = ["connection"]
+    fields = [
+        "source",
+        "account",
+        "connection",
+        "received_at",
+        "event_type",
+        "kind",
+        "contact_id",
+        "email",
+        "status",
+        "error_folded",
+        "body_folded",
+        "processed_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Body")
+    def body_folded(self, event: WebhookEvent) -> SafeString | str:
+        return folded(event.body, f"{len(event.body)} characters")
+
+    @admin.display(description="Error")
+    def error_folded(self, event: WebhookEvent) -> SafeString | str:
+        return folded(event.error, event.error[:120])

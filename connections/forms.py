@@ -1,0 +1,358 @@
+"""Admin forms: write-only credentials, per-side settings with the app's own
+choices, and mapping/rule validation that says why something cannot work."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from connectors import registry
+from connectors.base import Field, FieldType, SideSetting
+
+from .config import OPTIONS, option_support
+from .engine.types import compatibility, parse_value
+from .models import Account, Action, Condition, Connection, Direction, FieldMapping, Side
+
+ORDERED_TYPES = {FieldType.NUMBER, FieldType.DATE, FieldType.DATETIME}
+
+
+def side_settings_of(account: Account) -> tuple[SideSetting, ...]:
+    try:
+        return registry.get(account.connector).side_settings
+    except (KeyError, ImportError, AttributeError):
+        return ()
+
+
+def field_choices(fields: list[Field], current: str = "") -> list[tuple[str, str]]:
+    choices = [("", "---------")]
+    choices += [
+        (f.key, f"{f.label} ({f.type}{', read-only' if f.read_only else ''})") for f in fields
+    ]
+    if current and current not in {f.key for f in fields}:
+        choices.append((current, f"{current} (not in the account's fields)"))
+    return choices
+
+
+# ------------------------------------------------------------------ accounts
+
+
+class AccountForm(forms.ModelForm):
+    secret = forms.CharField(
+        label="Token / API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: never shown again. Leave blank to keep the current one.",
+    )
+
+    class Meta:
+        model = Account
+        fields = ["connector", "label", "base_url"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "connector" in self.fields:
+            self.fields["connector"].disabled = True
+            self.fields["connector"].help_text = "Add another account for another app."
+        connector = self.instance.connector if self.instance.pk else ""
+        if connector:
+            with contextlib.suppress(KeyError, ImportError):
+                self.fields["secret"].label = registry.get(connector).paste_label
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.instance.pk and not data.get("secret"):
+            self.add_error(
+                "secret",
+                "Paste a token or API key, or use a “Connect with …” button to authorize instead.",
+            )
+        return data
+
+    def save(self, commit: bool = True) -> Account:
+        account = super().save(commit=False)
+        secret = self.cleaned_data.get("secret")
+        if secret:
+            creds = account.get_credentials()
+            creds.api_key = secret
+            creds.access_token = creds.refresh_token = ""
+            creds.expires_at = None
+            account.set_credentials(creds)
+            account.credential_kind = Account.CredentialKind.PASTED
+            account.status = Account.Status.UNCHECKED
+            account.status_reason = ""
+        if commit:
+            account.save()
+        return account
+
+
+# --------------------------------------------------------------- connections
+
+
+def setting_field_name(side: str, key: str) -> str:
+    return f"setting_{side}__{key}"
+
+
+class ConnectionForm(forms.ModelForm):
+    class Meta:
+        model = Connection
+        fields = [
+            "name",
+            "account_a",
+            "settings_a",
+            "account_b",
+            "settings_b",
+            "direction",
+            "conflict_policy",
+            "avoid_duplicates",
+            "sync_deletions",
+            "trash_tag",
+            "sync_unsubscribes",
+            "unsubscribe_tag",
+            "interval_minutes",
+            "state",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setting_fields: dict[str, list[str]] = {Side.A: [], Side.B: []}
+        if not self.instance.pk:
+            return
+        # on an existing connection the per-side settings become real fields
+        for side in (Side.A, Side.B):
+            account = self.instance.account(side)
+            current = self.instance.side_settings(side)
+            for setting in side_settings_of(account):
+                name = setting_field_name(side, setting.key)
+                known = (account.options or {}).get(setting.key)
+                help_text = setting.help_text
+                if known:
+                    choices = [("", "---------")] + [(str(v), str(label)) for v, label in known]
+                    value = current.get(setting.key)
+                    if value not in (None, "") and str(value) not in dict(choices):
+                        choices.append((str(value), f"{value} (not listed by the app)"))
+                    field: forms.Field = forms.ChoiceField(
+                        label=setting.label, choices=choices, required=setting.required
+                    )
+                else:
+                    field = forms.CharField(label=setting.label, required=setting.required)
+                    help_text = (
+                        f"{help_text} Test the account to choose from the app's list.".strip()
+                    )
+                field.help_text = help_text
+                field.initial = current.get(setting.key, "")
+                self.fields[name] = field
+                self.setting_fields[side].append(name)
+            if self.setting_fields[side]:
+                self.fields.pop(f"settings_{side}", None)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        account_a, account_b = data.get("account_a"), data.get("account_b")
+        if account_a and account_b and account_a == account_b:
+            self.add_error("account_b", "Side B must be another account than side A.")
+            return data
+        if not (account_a and account_b):
+            return data
+        probe = Connection(
+            account_a=account_a,
+            account_b=account_b,
+            direction=data.get("direction") or Direction.TWO_WAY,
+        )
+        support = option_support(probe)
+        for option in OPTIONS:
+            if data.get(option) and not support[option].possible:
+                label = self.fields[option].label
+                self.add_error(
+                    option, f"“{label}” cannot work for this connection: {support[option].reason}."
+                )
+        return data
+
+    def save(self, commit: bool = True) -> Connection:
+        connection = super().save(commit=False)
+        for side in (Side.A, Side.B):
+            if not self.setting_fields[side]:
+                continue
+            values = dict(connection.side_settings(side))
+            for name in self.setting_fields[side]:
+                key = name.split("__", 1)[1]
+                value = self.cleaned_data.get(name)
+                if value in (None, ""):
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            setattr(connection, f"settings_{side}", values)
+        if commit:
+            connection.save()
+        return connection
+
+
+# ------------------------------------------------------------------ mappings
+
+
+class FieldMappingForm(forms.ModelForm):
+    #: set per request by the inline (the parent connection, or None on add)
+    connection: Connection | None = None
+
+    class Meta:
+        model = FieldMapping
+        fields = ["field_a", "field_b", "direction", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields_a: dict[str, Field] = {}
+        self.fields_b: dict[str, Field] = {}
+        if self.connection is not None and self.connection.pk:
+            self.fields_a = {f.key: f for f in self.connection.account_a.schema_fields()}
+            self.fields_b = {f.key: f for f in self.connection.account_b.schema_fields()}
+            for side, known in ((Side.A, self.fields_a), (Side.B, self.fields_b)):
+                name = f"field_{side}"
+                current = getattr(self.instance, name, "") or ""
+                self.fields[name] = forms.ChoiceField(
+                    label=self.fields[name].label,
+                    choices=field_choices(list(known.values()), current),
+                )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        key_a, key_b = data.get("field_a"), data.get("field_b")
+        if not (key_a and key_b) or not (self.fields_a and self.fields_b):
+            return data
+        if self.instance.pk and not self.has_changed():
+            return data  # problems of untouched rows are shown, not blocking
+        fa, fb = self.fields_a.get(key_a), self.fields_b.get(key_b)
+        if fa is None or fb is None:
+            raise ValidationError("Pick fields the accounts have (test the account to refresh).")
+        compat = compatibility(fa, fb)
+        if not compat.any:
+            reasons = "; ".join(
+                dict.fromkeys(r for r in (compat.a_to_b.reason, compat.b_to_a.reason) if r)
+            )
+            raise ValidationError(f"“{fa.label}” and “{fb.label}” cannot be mapped: {reasons}.")
+        requested = data.get("direction")
+        if requested == Direction.A_TO_B and not compat.a_to_b.allowed:
+            raise ValidationError(f"A → B cannot work: {compat.a_to_b.reason}.")
+        if requested == Direction.B_TO_A and not compat.b_to_a.allowed:
+            raise ValidationError(f"B → A cannot work: {compat.b_to_a.reason}.")
+        return data
+
+
+class FieldMappingFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        seen: dict[str, dict[str, int]] = {"field_a": {}, "field_b": {}}
+        for index, form in enumerate(self.forms):
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
+                continue
+            for name, side in (("field_a", "A"), ("field_b", "B")):
+                key = form.cleaned_data.get(name)
+                if not key:
+                    continue
+                if key in seen[name]:
+                    form.add_error(
+                        name,
+                        f"“{key}” of side {side} is already mapped (row {seen[name][key] + 1}); "
+                        "a field is mapped at most once per side.",
+                    )
+                else:
+                    seen[name][key] = index
+
+
+# --------------------------------------------------------------------- rules
+
+
+class _RulePartForm(forms.ModelForm):
+    #: set per request by the inline: the fields of the side this part reads or writes
+    side_fields: dict[str, Field] = {}
+    side_can_tag: bool | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.side_fields:
+            current = getattr(self.instance, "field", "") or ""
+            self.fields["field"] = forms.ChoiceField(
+                label="Field",
+                required=False,
+                choices=field_choices(list(self.side_fields.values()), current),
+                help_text=self.fields["field"].help_text,
+            )
+
+    def check_value(self, field_key: str, raw: str, *, many: bool = False) -> None:
+        field = self.side_fields.get(field_key)
+        if field is None:
+            return
+        try:
+            for part in raw.split(",") if many else [raw]:
+                parse_value(part, field)
+        except ValueError as exc:
+            self.add_error("value", f"Not a valid value for “{field.label}” ({field.type}): {exc}")
+
+
+class ConditionForm(_RulePartForm):
+    class Meta:
+        model = Condition
+        fields = ["operator", "field", "value"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        op, key, value = data.get("operator"), data.get("field") or "", data.get("value") or ""
+        ops = Condition.Operator
+        if not op:
+            return data
+        if op == ops.EXISTS_IN_OTHER:
+            data["field"], data["value"] = "", ""
+            return data
+        if op in (ops.HAS_TAG, ops.HAS_NO_TAG):
+            data["field"] = ""
+            if not value.strip():
+                self.add_error("value", "Which tag? A tag condition needs the tag as its value.")
+            return data
+        if not key:
+            self.add_error("field", "Pick the field this condition looks at.")
+            return data
+        field = self.side_fields.get(key)
+        if op in (ops.IS_EMPTY, ops.IS_SET):
+            data["value"] = ""
+            return data
+        if not value.strip():
+            self.add_error("value", "This comparison needs a value.")
+            return data
+        ordered = op in (ops.LT, ops.LTE, ops.GT, ops.GTE)
+        if field is not None and ordered and field.type not in ORDERED_TYPES:
+            self.add_error(
+                "operator", f"“{field.label}” is {field.type}: < and > need a number or a date."
+            )
+            return data
+        if op != ops.CONTAINS:
+            self.check_value(key, value, many=op == ops.ONE_OF)
+        return data
+
+
+class ActionForm(_RulePartForm):
+    class Meta:
+        model = Action
+        fields = ["kind", "field", "value"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind, key, value = data.get("kind"), data.get("field") or "", data.get("value") or ""
+        if not kind:
+            return data
+        if kind in (Action.Kind.ADD_TAG, Action.Kind.REMOVE_TAG):
+            data["field"] = ""
+            if self.side_can_tag is False:
+                self.add_error("kind", "The target app cannot hold tags.")
+            if not value.strip():
+                self.add_error("value", "Which tag?")
+            return data
+        if not key:
+            self.add_error("field", "Pick the field of the target app to set.")
+            return data
+        field = self.side_fields.get(key)
+        if field is not None and field.read_only:
+            self.add_error("field", f"“{field.label}” is read-only in the target app.")
+            return data
+        self.check_value(key, value)
+        return data
