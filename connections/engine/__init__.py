@@ -1,0 +1,1 @@
+"""The sync engine. ``plan`` decides (pure), ``run`` reads and writes."""
