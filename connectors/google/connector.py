@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -155,6 +157,10 @@ class GoogleConnector(Connector):
     #: people:batchGet takes at most 200 names; members:modify at most 1000
     get_batch_size = 200
     members_batch_size = 1000
+    #: lookups of more emails than this read an email index instead of searching
+    search_max = 10
+    #: a create trusts a lookup of its email made this many seconds before
+    lookup_trust_seconds = 30.0
     side_settings = (
         SideSetting(
             "contact_group",
@@ -202,6 +208,12 @@ class GoogleConnector(Connector):
         self._groups: dict[str, dict[str, Any]] | None = None
         self._group_by_name: dict[str, str] = {}
         self._warmed_up = False
+        #: email -> people, for large lookups; kept fresh with its own sync token
+        self._index_people: dict[str, Person] = {}
+        self._index_emails: dict[str, set[str]] = defaultdict(set)
+        self._index_sync: str | None = None
+        #: emails looked up lately (monotonic time): the create path trusts those
+        self._looked_up: dict[str, float] = {}
         #: contacts created by this instance, by email: search may lag behind writes
         self._created: dict[str, dict[str, Contact]] = defaultdict(dict)
 
@@ -462,23 +474,83 @@ class GoogleConnector(Connector):
         out: dict[str, list[Contact]] = {}
         if not wanted:
             return out
-        if not self._warmed_up:
-            # Google's search reads a cache that an empty query refreshes
-            self.client.search_contacts("", read_mask=PERSON_FIELDS)
-            self._warmed_up = True
+        now = time.monotonic()
+        self._looked_up.update(dict.fromkeys(wanted, now))
+        if len(wanted) > self.search_max:
+            # one search per email would cost a request each: an email index
+            # kept fresh with a sync token costs one request once it is built
+            people = self._indexed_people(wanted)
+        else:
+            people = self._searched_people(wanted)
         for email in wanted:
             found: dict[str, Contact] = {}
-            for person in self.client.search_contacts(email, read_mask=PERSON_FIELDS):
-                values = person.get("emailAddresses") or []
-                if any(normalize_email(item.get("value")) == email for item in values):
-                    contact = self.to_contact(person)
-                    found[contact.id] = contact
+            for person in people.get(email, []):
+                contact = self.to_contact(person)
+                found[contact.id] = contact
             for contact in self._created.get(email, {}).values():
                 found.setdefault(contact.id, contact)
             if found:
                 # Google keeps no creation time: the least recently changed comes first
                 out[email] = sorted(found.values(), key=lambda c: (c.updated_at or EPOCH, c.id))
         return out
+
+    def _searched_people(self, wanted: list[str]) -> dict[str, list[Person]]:
+        if not self._warmed_up:
+            # Google's search reads a cache that an empty query refreshes
+            self.client.search_contacts("", read_mask=PERSON_FIELDS)
+            self._warmed_up = True
+        out: dict[str, list[Person]] = {}
+        for email in wanted:
+            for person in self.client.search_contacts(email, read_mask=PERSON_FIELDS):
+                values = person.get("emailAddresses") or []
+                if any(normalize_email(item.get("value")) == email for item in values):
+                    out.setdefault(email, []).append(person)
+        return out
+
+    def _indexed_people(self, wanted: list[str]) -> dict[str, list[Person]]:
+        self._refresh_index()
+        return {
+            email: [self._index_people[rn] for rn in sorted(self._index_emails.get(email, ()))]
+            for email in wanted
+            if self._index_emails.get(email)
+        }
+
+    def _refresh_index(self) -> None:
+        sync = self._index_sync
+        page: str | None = None
+        while True:
+            try:
+                body = self.client.list_connections(
+                    person_fields=PERSON_FIELDS,
+                    page_size=self.page_size,
+                    page_token=page,
+                    sync_token=sync,
+                )
+            except SyncTokenExpired:
+                self._index_people, self._index_emails = {}, defaultdict(set)
+                sync, page = None, None
+                continue
+            for person in body.get("connections") or []:
+                self._index(person)
+            page = body.get("nextPageToken")
+            if not page:
+                self._index_sync = body.get("nextSyncToken")
+                return
+
+    def _index(self, person: Person) -> None:
+        rn = person.get("resourceName")
+        if not rn:
+            return
+        old = self._index_people.pop(rn, None)
+        for item in (old or {}).get("emailAddresses") or []:
+            self._index_emails[normalize_email(item.get("value"))].discard(rn)
+        if (person.get("metadata") or {}).get("deleted"):
+            return
+        self._index_people[rn] = person
+        for item in person.get("emailAddresses") or []:
+            email = normalize_email(item.get("value"))
+            if email:
+                self._index_emails[email].add(rn)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -496,14 +568,24 @@ class GoogleConnector(Connector):
         self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
     ) -> None:
         emails = {i: normalize_email(w.fields.get("email", w.email)) for i, w in items}
-        existing = self.find_by_emails(e for e in emails.values() if e)
+        # never a second contact with an email Google already holds: look again
+        # unless this instance looked the email up a moment ago (the engine does)
+        now = time.monotonic()
+        fresh = {
+            e
+            for e in emails.values()
+            if e and now - self._looked_up.get(e, -math.inf) <= self.lookup_trust_seconds
+        }
+        existing = self.find_by_emails(e for e in emails.values() if e and e not in fresh)
+        for email in fresh:
+            if self._created.get(email):
+                existing[email] = list(self._created[email].values())
         first_of: dict[str, int] = {}
         same_as: dict[int, int] = {}
         pending: list[tuple[int, ContactWrite, Person]] = []
         for i, write in items:
             email = emails[i]
             if email and existing.get(email):
-                # never a second contact with an email Google already holds
                 results[i] = WriteResult(write.ref, contact=existing[email][0])
                 continue
             if email and email in first_of:
