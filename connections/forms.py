@@ -241,7 +241,11 @@ class FieldMappingForm(forms.ModelForm):
 
 class FieldMappingFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
+        # before Django's own unique check, which drops the duplicate rows' data
+        self._check_fields_mapped_once()
         super().clean()
+
+    def _check_fields_mapped_once(self) -> None:
         seen: dict[str, dict[str, int]] = {"field_a": {}, "field_b": {}}
         for index, form in enumerate(self.forms):
             if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from connectors.base import Credentials, Field, FieldType, Semantic
 from connections.models import Account, Connection
+from connectors.base import Credentials, Field, FieldType, Semantic
 
 #: a small schema for accounts that never call their app in a test
 SAMPLE_FIELDS = [
@@ -53,9 +53,7 @@ def make_account(db: None) -> Callable[..., Account]:
 
 
 @pytest.fixture
-def make_connection(
-    db: None, make_account: Callable[..., Account]
-) -> Callable[..., Connection]:
+def make_connection(db: None, make_account: Callable[..., Account]) -> Callable[..., Connection]:
     counter = iter(range(1, 10_000))
 
     def make(

@@ -87,9 +87,7 @@ def test_an_option_is_refused_with_a_reason_when_no_way_works(make_account, make
     assert "HubSpot cannot detect unsubscribes" in unsubscribes.reason
 
 
-def test_the_connection_direction_limits_which_way_tags_are_written(
-    make_account, make_connection
-):
+def test_the_connection_direction_limits_which_way_tags_are_written(make_account, make_connection):
     connection = make_connection(
         make_account("drift"), make_account("google"), direction=Direction.B_TO_A
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.db import IntegrityError, connection, transaction
 
@@ -68,5 +70,5 @@ def test_the_database_file_never_holds_the_plaintext_token(make_account, setting
         with connection.cursor() as cursor:
             cursor.execute("VACUUM INTO %s", [str(target)])
         db_file = str(target)
-    data = open(db_file, "rb").read()
+    data = Path(db_file).read_bytes()
     assert SECRET.encode() not in data
