@@ -607,6 +607,7 @@ class HubSpotConnector(Connector):
             ) or self.client.get_property(name)
             if prop is None:
                 raise ConfigError(f"HubSpot would not create the tags property {name!r}")
+            self._props = None  # the portal's property list just grew
         if prop.get("type") != "enumeration" or prop.get("fieldType") != "checkbox":
             raise ConfigError(
                 f"The HubSpot property {name!r} is not a multiple checkboxes property; "
