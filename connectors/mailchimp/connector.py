@@ -353,12 +353,20 @@ class MailchimpConnector(Connector):
 
     def fields(self) -> list[Field]:
         if self._fields is None:
+            list_id = self.list_id if self.settings.get("audience") else self._first_audience()
             try:
-                merge_fields = self.client.merge_fields(self.list_id)
+                merge_fields = self.client.merge_fields(list_id)
             except NotFound as exc:
                 raise self._audience_missing(exc) from exc
             self._fields = self._build_fields(merge_fields)
         return list(self._fields)
+
+    def _first_audience(self) -> str:
+        """Before a connection picks its audience, the account's schema (what
+        the admin offers) comes from its first audience."""
+        for value, _label in self.side_options().get("audience", []):
+            return value
+        raise ConfigError("This Mailchimp account has no audience yet: create one in Mailchimp")
 
     def _build_fields(self, merge_fields: list[dict[str, Any]]) -> list[Field]:
         out = [Field(EMAIL_KEY, "Email address", FieldType.EMAIL, semantic=Semantic.EMAIL)]
