@@ -197,7 +197,7 @@ class GoogleSandbox(SandboxApp):
     # -- errors ------------------------------------------------------------
 
     def error(self, status: int, message: str, **extra: Any) -> Response:
-        status_name = extra.get("status") or STATUS_NAMES.get(status, "UNKNOWN")
+        status_name = extra.get("rpc_status") or STATUS_NAMES.get(status, "UNKNOWN")
         details: list[dict[str, Any]] = list(extra.get("details") or [])
         if status == 401:
             message = (
@@ -659,7 +659,7 @@ class GoogleSandbox(SandboxApp):
         return HttpError(
             status,
             "Sync token is expired. Clear local cache and retry call without the sync token.",
-            status="GONE" if status == 410 else "FAILED_PRECONDITION",
+            rpc_status="GONE" if status == 410 else "FAILED_PRECONDITION",
             details=[
                 {"@type": ERROR_INFO, "reason": "EXPIRED_SYNC_TOKEN", "domain": "googleapis.com"}
             ],
@@ -733,7 +733,7 @@ class GoogleSandbox(SandboxApp):
                 400,
                 "Request person.etag is different than the current person.etag. Clear local "
                 "cache and get the latest person.",
-                status="FAILED_PRECONDITION",
+                rpc_status="FAILED_PRECONDITION",
             )
 
     def _prepare_update(
@@ -785,14 +785,14 @@ class GoogleSandbox(SandboxApp):
             try:
                 prepared.append(self._prepare_update(rn, person_body, mask))
             except HttpError as exc:
-                errors[rn] = self._status(exc, exc.extra.get("status"))
+                errors[rn] = self._status(exc, exc.extra.get("rpc_status"))
         if errors:
             statuses = {e["code"] for e in errors.values()}
             first = next(iter(errors.values()))["message"]
             raise HttpError(
                 400,
                 first,
-                status="FAILED_PRECONDITION" if statuses == {9} else "INVALID_ARGUMENT",
+                rpc_status="FAILED_PRECONDITION" if statuses == {9} else "INVALID_ARGUMENT",
                 details=[{"@type": BATCH_UPDATE_ERRORS, "contactErrors": errors}],
             )
         result = {}
