@@ -8,4 +8,5 @@ admin.site.login = secure_admin_login(admin.site.login)
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("webhooks/", include("connections.webhook_urls")),
 ]
