@@ -27,6 +27,7 @@ from .types import convert
 
 A, B = "a", "b"
 TAGS_KEY = "__tags__"
+UNSUBSCRIBED_KEY = "__unsubscribed__"
 
 
 def other(side: str) -> str:
@@ -230,6 +231,8 @@ def snapshot(contact: Contact, fields: tuple[Field, ...]) -> dict[str, Any]:
     """The base of one side: tracked field values and tags."""
     snap = {f.key: field_value(contact, f) for f in fields}
     snap[TAGS_KEY] = sorted(contact.tags)
+    if contact.unsubscribed:
+        snap[UNSUBSCRIBED_KEY] = True
     return snap
 
 
@@ -494,14 +497,14 @@ def _merge_field(
         target = other(source)
         if conv[source] == current[target]:
             return
-        write = plan.write(target, new[target], None)
+        write = plan.write(target, a if target == A else b, None)
         _set_value(
             write,
             new[target],
             m.field(target),
             conv[source],
             current[target],
-            other_value=current[source] if note else None,
+            other_value=current[target] if note else None,
             note=note,
         )
         write.reasons.append(reason or f"changed in {options.name(source)}")

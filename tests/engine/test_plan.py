@@ -58,14 +58,30 @@ def ctx(**options) -> Context:
     return Context(mappings(direction), rules or default_rules(), Options(**options))
 
 
-def drift(cid="1", email="ann@example.com", name="Ann Lee", phone=None, score=None, tags=(),
-          updated=T0, **kw):
+def drift(
+    cid="1",
+    email="ann@example.com",
+    name="Ann Lee",
+    phone=None,
+    score=None,
+    tags=(),
+    updated=T0,
+    **kw,
+):
     fields = {"name": name, "phone": phone, "score": score}
     return Contact(cid, email, fields, frozenset(tags), updated_at=updated, **kw)
 
 
-def chimp(cid="h1", email="ann@example.com", first="Ann", last="Lee", phone=None, tags=(),
-          updated=T0, **kw):
+def chimp(
+    cid="h1",
+    email="ann@example.com",
+    first="Ann",
+    last="Lee",
+    phone=None,
+    tags=(),
+    updated=T0,
+    **kw,
+):
     fields = {"FNAME": first, "LNAME": last, "PHONE": phone}
     return Contact(cid, email, fields, frozenset(tags), updated_at=updated, **kw)
 
@@ -382,8 +398,9 @@ def test_an_unsubscribe_tags_the_counterpart_once():
     plan = plan_pair(a, chimp(unsubscribed=True), link, c)
     assert plan.writes[A].add_tags == {"DriftSync Unsubscribes"}
     assert plan.link.status == "unsubscribed"
-    again = plan_pair(drift(tags=("DriftSync Unsubscribes",)), chimp(unsubscribed=True),
-                      plan.link, c)
+    again = plan_pair(
+        drift(tags=("DriftSync Unsubscribes",)), chimp(unsubscribed=True), plan.link, c
+    )
     assert again.writes == {}
 
 
@@ -398,7 +415,9 @@ def test_the_decision_code_imports_nothing_that_touches_http_or_the_database():
 
     for name in ("requests", "django.db", "connections.models", "connectors.http"):
         assert name not in plan_module.__dict__
-    source = open(plan_module.__file__).read() + open(sys.modules["connections.engine.rules"]
-                                                      .__file__).read()
+    source = (
+        open(plan_module.__file__).read()
+        + open(sys.modules["connections.engine.rules"].__file__).read()
+    )
     for forbidden in ("import requests", "django.db", "connections.models", "connectors.http"):
         assert forbidden not in source
