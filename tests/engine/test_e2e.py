@@ -150,7 +150,7 @@ def test_an_unsubscribe_tags_the_counterpart(apps, key_a, key_b):
     # the side that can unsubscribe: Mailchimp by status, Drift by webhook
     unsub_side = b if key_b == "mailchimp" else a
     tagged_side = a if unsub_side is b else b
-    if not (unsub_side.key in ("mailchimp", "drift")):
+    if unsub_side.key not in ("mailchimp", "drift"):
         pytest.skip("neither side has unsubscribes")  # pragma: no cover
     cid = new_on_a(a, "una@example.com", "Una", "Sub")
     sync(conn)

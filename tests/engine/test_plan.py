@@ -415,9 +415,11 @@ def test_the_decision_code_imports_nothing_that_touches_http_or_the_database():
 
     for name in ("requests", "django.db", "connections.models", "connectors.http"):
         assert name not in plan_module.__dict__
+    from pathlib import Path
+
     source = (
-        open(plan_module.__file__).read()
-        + open(sys.modules["connections.engine.rules"].__file__).read()
+        Path(plan_module.__file__).read_text()
+        + Path(sys.modules["connections.engine.rules"].__file__).read_text()
     )
     for forbidden in ("import requests", "django.db", "connections.models", "connectors.http"):
         assert forbidden not in source
