@@ -48,6 +48,13 @@ class AccountForm(forms.ModelForm):
         help_text="Write-only: never shown again. Leave blank to keep the current one.",
     )
 
+    base_url = forms.URLField(
+        label="Base URL override",
+        required=False,
+        assume_scheme="https",
+        help_text=Account._meta.get_field("base_url").help_text,
+    )
+
     class Meta:
         model = Account
         fields = ["connector", "label", "base_url"]
