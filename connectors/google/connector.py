@@ -30,6 +30,7 @@ from connectors.base import (
     FieldType,
     NotFound,
     Page,
+    PermanentError,
     Semantic,
     SideSetting,
     WriteResult,
@@ -432,6 +433,7 @@ class GoogleConnector(Connector):
                 "page": saved.get("page"),
                 "full": bool(saved.get("full")) or not saved.get("sync"),
             }
+        restarted = False
         while True:
             try:
                 body = self.client.list_connections(
@@ -443,6 +445,13 @@ class GoogleConnector(Connector):
             except SyncTokenExpired as exc:
                 log.info("Google sync token expired (%s): reading everything again", exc)
                 state = {"sync": None, "page": None, "full": True}
+                continue
+            except PermanentError as exc:
+                if not state["page"] or exc.status != 400 or restarted:
+                    raise
+                # a saved page token Google no longer takes: redo this read from its start
+                log.info("Google refused a saved page token (%s): restarting the read", exc)
+                state, restarted = {**state, "page": None}, True
                 continue
             people = [p for p in body.get("connections") or [] if self._in_scope(p)]
             contacts = [self.to_contact(p) for p in people]
@@ -476,7 +485,7 @@ class GoogleConnector(Connector):
             return out
         now = time.monotonic()
         self._looked_up.update(dict.fromkeys(wanted, now))
-        if len(wanted) > self.search_max:
+        if len(wanted) > self.search_max or self._index_sync:
             # one search per email would cost a request each: an email index
             # kept fresh with a sync token costs one request once it is built
             people = self._indexed_people(wanted)

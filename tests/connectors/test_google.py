@@ -166,6 +166,27 @@ def test_an_expired_sync_token_starts_a_full_scan(
     assert json.loads(pages[0].cursor)["sync"]
 
 
+def test_a_sync_token_older_than_its_lifetime_starts_a_full_scan(
+    google: GoogleConnector, root: str
+) -> None:
+    seed(root, 2)
+    _, cursor = read_all(google)
+    requests.post(f"{root}/_sandbox/synctokens/expire", json={"ttl": 0}, timeout=5)
+    pages = list(google.changes(cursor))
+    assert pages[0].full_scan
+    assert len(pages[0].contacts) == 2
+
+
+def test_a_saved_page_token_google_refuses_restarts_that_read(
+    google: GoogleConnector, root: str
+) -> None:
+    seed(root, 3)
+    cursor = json.dumps({"sync": None, "page": "no-longer-valid", "full": True})
+    pages = list(google.changes(cursor))
+    assert pages[0].full_scan
+    assert len(pages[0].contacts) == 3
+
+
 def test_get_contacts_leaves_out_deleted_ones(google: GoogleConnector, root: str) -> None:
     ids = seed(root, 3)
     requests.delete(f"{root}/_sandbox/contacts/{ids[0]}", timeout=5)
