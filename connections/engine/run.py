@@ -121,7 +121,11 @@ class SyncRunner:
         self.trigger = trigger
         self.user = user
         self.dry_run = dry_run
+        #: an explicit full resync starts over; a pending one (activation, widened
+        #: scope, or a full sync a crash interrupted) resumes from saved cursors
+        self.fresh_full = full
         self.full = full or connection.needs_full_sync
+        self.a_fully_listed = False
         self.progress = progress or (lambda side, n: None)
         self._connectors = connectors
         self.counters: dict[str, Counter[str]] = {A: Counter(), B: Counter()}
@@ -223,6 +227,8 @@ class SyncRunner:
         error = ""
         try:
             self._setup()
+            if self.fresh_full and not self.dry_run:
+                self._start_full()
             self._read_all()
             self._retry_failing()
             self._finish_trash()
@@ -284,11 +290,30 @@ class SyncRunner:
             return
         for side in (A, B):
             if listable[side]:
-                cursor = None if self.full else (self.conn.cursor(side) or None)
-                for page in self.connector(side).changes(cursor, full=self.full):
+                cursor = self._start_cursor(side)
+                for page in self.connector(side).changes(cursor, full=self.full and not cursor):
                     self._process(side, page.contacts, cursor=page.cursor)
             else:
                 self._read_inbox(side)
+
+    def _start_full(self) -> None:
+        """Forget the listable sides' cursors: the next reads start from scratch."""
+        updates = {
+            f"cursor_{side}": ""
+            for side in (A, B)
+            if self.connector(side).capabilities.list_changes
+        }
+        updates["needs_full_sync"] = True
+        Connection.objects.filter(pk=self.conn.pk).update(**updates)
+        for key, value in updates.items():
+            setattr(self.conn, key, value)
+
+    def _start_cursor(self, side: str) -> str | None:
+        """Where this run's read of ``side`` starts: the saved cursor (for a
+        full sync, the page after the last one committed), or the beginning."""
+        if self.dry_run and self.fresh_full:
+            return None
+        return self.conn.cursor(side) or None
 
     def _full_both(self) -> None:
         """Initial sync: B into memory, A matched against it, B's rest after."""
@@ -306,7 +331,9 @@ class SyncRunner:
             cursor_b = page.cursor
         self.store = store
         self.store_by_email = by_email
-        for page in self.connector(A).changes(None, full=True):
+        cursor_a = self._start_cursor(A)
+        self.a_fully_listed = cursor_a is None
+        for page in self.connector(A).changes(cursor_a, full=cursor_a is None):
             self._process(A, page.contacts, cursor=page.cursor, counterpart_store=True)
         leftovers = list(store.values())
         batch = max(self.connector(A).write_batch_size, 100)
@@ -492,8 +519,8 @@ class SyncRunner:
                 found[key] = [
                     self.store[i] for i in self.store_by_email.get(key, []) if i in self.store
                 ]
-        elif use_store and source == B and hasattr(self, "store"):
-            found = {}  # A was listed in full already: nothing more to find there
+        elif use_store and source == B and self.a_fully_listed and hasattr(self, "store"):
+            found = {}  # A was listed in full in this run: nothing more to find there
         elif lookup:
             found = self.connector(target).find_by_emails(lookup)
         adopted_ids: list[str] = []
