@@ -111,6 +111,8 @@ def _ms(value: Any) -> int | None:
 def to_canonical(kind: FieldType, raw: Any) -> Any:
     if raw is None or raw == "":
         return None
+    if kind in _TEXTUAL:
+        return clean_text(raw)
     if kind == FieldType.NUMBER:
         try:
             return canonical_number(raw)
@@ -129,6 +131,11 @@ def to_canonical(kind: FieldType, raw: Any) -> Any:
     if kind == FieldType.MULTICHOICE:
         return sorted({v.strip() for v in str(raw).split(";") if v.strip()}) or None
     return clean_text(raw)
+
+
+_TEXTUAL = frozenset(
+    {FieldType.TEXT, FieldType.EMAIL, FieldType.PHONE, FieldType.URL, FieldType.CHOICE}
+)
 
 
 def to_hubspot(kind: FieldType | None, value: Any) -> str:
@@ -184,6 +191,8 @@ class HubSpotConnector(Connector):
     full_scan_margin_ms: ClassVar[int] = 1_000
     #: beyond this many entries, the cursor forgets what it reported in the overlap
     max_seen_in_cursor: ClassVar[int] = 2_000
+    #: after a burst of writes too big to remember, the overlap shrinks to this
+    min_overlap_ms: ClassVar[int] = 5_000
     side_settings = (
         SideSetting(
             "tags_property",
@@ -210,14 +219,12 @@ class HubSpotConnector(Connector):
         self.client = HubSpotClient(self.http)
         self._props: list[dict[str, Any]] | None = None
         self._fields: list[Field] | None = None
+        self._type_of: dict[str, FieldType] | None = None
         self._tag_prop: dict[str, Any] | None = None
+        self.tags_property = str(self.settings.get("tags_property") or DEFAULT_TAGS_PROPERTY)
 
     def token_url(self) -> str:
         return f"{self.base_url}{self.token_path}"
-
-    @property
-    def tags_property(self) -> str:
-        return str(self.settings.get("tags_property") or DEFAULT_TAGS_PROPERTY)
 
     # ------------------------------------------------------------------ account
 
@@ -323,7 +330,9 @@ class HubSpotConnector(Connector):
         )
 
     def _types(self) -> dict[str, FieldType]:
-        return {f.key: f.type for f in self.fields() if not f.is_virtual}
+        if self._type_of is None:
+            self._type_of = {f.key: f.type for f in self.fields() if not f.is_virtual}
+        return self._type_of
 
     def _read_properties(self) -> list[str]:
         """The properties each read asks for: standard and custom fields, or
@@ -346,12 +355,13 @@ class HubSpotConnector(Connector):
     def _contact(self, record: dict[str, Any]) -> Contact:
         props = record.get("properties") or {}
         types = self._types()
+        tags_property = self.tags_property
         fields = {
             key: to_canonical(types[key], value)
             for key, value in props.items()
-            if key in types and key != self.tags_property
+            if key in types and key != tags_property
         }
-        tags_raw = props.get(self.tags_property) or ""
+        tags_raw = props.get(tags_property) or ""
         modified = _ms(props.get("lastmodifieddate")) or _ms(record.get("updatedAt"))
         created = parse_iso_datetime(record.get("createdAt")) or epoch_ms_to_datetime(
             _ms(props.get("createdate"))
@@ -430,6 +440,20 @@ class HubSpotConnector(Connector):
             return seen
         # too many to carry: keep only what paging needs and accept re-reads
         return {k: v for k, v in seen.items() if v == keep_ms}
+
+    def _settle(
+        self, seen: dict[str, int], since: int, run_start: int
+    ) -> tuple[int, dict[str, int]]:
+        """Where the next run starts, and what it must not report again."""
+        since = max(since, run_start - self.overlap_ms)
+        window = {k: v for k, v in seen.items() if v >= since}
+        if len(window) <= self.max_seen_in_cursor:
+            return since, window
+        # a burst of writes: re-reading it all on every run would cost more
+        # than it protects, so re-read only the newest, down to min_overlap_ms
+        newest = sorted(window.values(), reverse=True)[self.max_seen_in_cursor - 1]
+        since = max(since, min(newest, run_start - self.min_overlap_ms))
+        return since, self._trim({k: v for k, v in window.items() if v >= since})
 
     def _full_scan(self, state: dict[str, Any]) -> Iterator[Page]:
         after: str | None = state.get("after")
@@ -518,10 +542,9 @@ class HubSpotConnector(Connector):
                     floor = last
             else:
                 phase = "archived"
-            horizon = run_start - self.overlap_ms
-            keep_from = min(floor, horizon) if phase == "search" else max(since, horizon)
-            seen = {k: v for k, v in seen.items() if v >= keep_from}
             if phase == "search":
+                keep_from = min(floor, run_start - self.overlap_ms)
+                seen = {k: v for k, v in seen.items() if v >= keep_from}
                 cursor = {
                     **common(),
                     "phase": "search",
@@ -530,8 +553,7 @@ class HubSpotConnector(Connector):
                     "seen": self._trim(seen, floor),
                 }
             else:
-                since = max(since, horizon)
-                seen = self._trim(seen)
+                since, seen = self._settle(seen, since, run_start)
                 cursor = {**common(), "phase": "archived", "seen": seen}
             yield Page(contacts, self._dump(cursor), done=False)
 

@@ -296,8 +296,8 @@ class HubSpotSandbox(SandboxApp):
         out: dict[str, Any] = {
             "id": str(rec["id"]),
             "properties": props,
-            "createdAt": iso_ms(rec["created"]),
-            "updatedAt": iso_ms(rec["modified"]),
+            "createdAt": rec["properties"]["createdate"],
+            "updatedAt": rec["properties"]["lastmodifieddate"],
             "archived": rec["archived"],
         }
         if rec["archived"]:
@@ -440,6 +440,8 @@ class HubSpotSandbox(SandboxApp):
             else:
                 stored.pop("hs_email_domain", None)
         for name, value in props.items():
+            if name in ALWAYS_READ:
+                continue  # kept by HubSpot itself
             if value is None:
                 stored.pop(name, None)
             else:
@@ -772,17 +774,39 @@ class HubSpotSandbox(SandboxApp):
                 if flt.get("propertyName") not in self.properties:
                     raise _bad_request(f'Property "{flt.get("propertyName")}" does not exist')
         sorts = self._sorts(body.get("sorts") or [])
-        ordered, matches = self._matches(groups, str(body.get("query") or ""), sorts)
-        if not ordered:
-            matches.sort(key=lambda rec: self._sort_key(rec, sorts), reverse=sorts[0][1])
-        total = len(matches)
         end = min(after + limit, SEARCH_RESULT_CAP)
-        chosen = matches[after:end]
+        since = self._modified_since(groups, str(body.get("query") or ""), sorts)
+        if since is not None:
+            # the incremental read's own query, answered from the index in O(page)
+            start = bisect.bisect_left(self.mod_index, (since, -1))
+            total = len(self.mod_index) - start
+            chosen = [self.records[cid] for _, cid in self.mod_index[start + after : start + end]]
+        else:
+            ordered, matches = self._matches(groups, str(body.get("query") or ""), sorts)
+            if not ordered:
+                matches.sort(key=lambda rec: self._sort_key(rec, sorts), reverse=sorts[0][1])
+            total = len(matches)
+            chosen = matches[after:end]
         props = self._read_properties(list(body.get("properties") or []))
         out: dict[str, Any] = {"total": total, "results": [self._view(r, props) for r in chosen]}
         if end < total:
             out["paging"] = {"next": {"after": str(end)}}
         return out
+
+    @staticmethod
+    def _modified_since(
+        groups: list[dict[str, Any]], query: str, sorts: list[tuple[str, bool]]
+    ) -> int | None:
+        """The bound of a lone ``lastmodifieddate GTE`` filter sorted by it."""
+        if query or len(groups) != 1 or sorts[0] != ("lastmodifieddate", False):
+            return None
+        filters = groups[0].get("filters") or []
+        if len(filters) != 1:
+            return None
+        (flt,) = filters
+        if flt.get("propertyName") != "lastmodifieddate" or flt.get("operator") != "GTE":
+            return None
+        return parse_ms(flt.get("value"))
 
     def _sorts(self, raw: list[Any]) -> list[tuple[str, bool]]:
         sorts: list[tuple[str, bool]] = []
