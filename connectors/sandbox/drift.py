@@ -76,6 +76,9 @@ class DriftSandbox(SandboxApp):
 
     def reset(self) -> None:
         self.org_id = DEFAULT_ORG_ID
+        #: shape of token answers: Drift's keys are unconfirmed, clients must take both
+        self.token_keys = "snake"
+        self.org_in_token = True
         self.contacts: dict[int, dict[str, Any]] = {}
         self.by_email: dict[str, list[int]] = {}
         self.by_external: dict[str, int] = {}
@@ -248,9 +251,24 @@ class DriftSandbox(SandboxApp):
 
     @route("POST", r"/oauth2/token", auth=False, name="POST /oauth2/token")
     def oauth_token(self, request: Request) -> Response:
+        if request.header("Content-Type").startswith("application/json"):
+            # Drift also takes a JSON body; the shared endpoint reads forms
+            body = request.json() or {}
+            request.body = urllib.parse.urlencode({k: str(v) for k, v in body.items()}).encode()
         response = self.token_endpoint(request)
         if response.status == 200:
-            response.body = dict(response.body, orgId=self.org_id)
+            body = dict(response.body)
+            if self.org_in_token:
+                body["orgId"] = self.org_id
+            if self.token_keys == "camel":
+                renames = {
+                    "access_token": "accessToken",
+                    "refresh_token": "refreshToken",
+                    "expires_in": "expiresIn",
+                    "token_type": "tokenType",
+                }
+                body = {renames.get(k, k): v for k, v in body.items()}
+            response.body = body
         return response
 
     @route("GET", r"/authorize", auth=False, name="GET /authorize")
@@ -358,9 +376,17 @@ class DriftSandbox(SandboxApp):
 
     @route("POST", r"/_sandbox/org", auth=False)
     def _set_org(self, request: Request) -> Any:
+        """The org's id, and how its token answers look (``token_keys``:
+        "snake" or "camel"; ``org_in_token``: whether they carry ``orgId``)."""
         body = request.json() or {}
-        self.org_id = int(body.get("org_id", DEFAULT_ORG_ID))
-        return {"org_id": self.org_id}
+        self.org_id = int(body.get("org_id", self.org_id))
+        self.token_keys = str(body.get("token_keys", self.token_keys))
+        self.org_in_token = bool(body.get("org_in_token", self.org_in_token))
+        return {
+            "org_id": self.org_id,
+            "token_keys": self.token_keys,
+            "org_in_token": self.org_in_token,
+        }
 
     @route("POST", r"/_sandbox/webhooks", auth=False)
     def _register_webhook(self, request: Request) -> Any:
