@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from connections.management import resolve_connections
 from connections.models import Connection
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, NotFound
 
 #: what driftsync listens to; ``api: false`` so its own writes never come back
 MAILCHIMP_EVENTS = {
@@ -91,7 +91,14 @@ class Command(BaseCommand):
         ours = public_url() + reverse("webhooks:mailchimp", args=[conn.pk, "x"])[:-2]
         shown = url.replace(conn.webhook_secret, "<secret>")
         found = False
-        for hook in connector.client.list_webhooks(list_id):
+        try:
+            existing = connector.client.list_webhooks(list_id)
+        except NotFound as exc:
+            raise NotFound(
+                f"audience {list_id!r} not found in this Mailchimp account ({exc})",
+                status=exc.status,
+            ) from exc
+        for hook in existing:
             hook_url = str(hook.get("url") or "")
             if hook_url == url:
                 found = True
