@@ -465,7 +465,8 @@ class MailchimpConnector(Connector):
     def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:
         self._ensure_schema()
         state = _load_cursor(cursor)
-        if full or state is None or not state.get("since"):
+        # a cursor inside a full read (a phase, no since yet) resumes that read
+        if full or state is None or not (state.get("since") or "phase" in state):
             state = {"since": None, "seen": None}
         if "phase" not in state:
             state = _start_read(state)
