@@ -7,19 +7,25 @@ and paginate without counting whole tables.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django_q.models import Task
 
 from connectors import registry
 from connectors.base import ConnectorError
@@ -43,6 +49,7 @@ from .forms import (
     setting_field_name,
     side_settings_of,
 )
+from .health import connection_health
 from .models import (
     Account,
     Action,
@@ -50,6 +57,7 @@ from .models import (
     Connection,
     ContactLink,
     FieldMapping,
+    LinkStatus,
     Rule,
     Side,
     SyncEvent,
@@ -57,6 +65,7 @@ from .models import (
     WebhookEvent,
 )
 from .oauth import connect_url
+from .tasks import enqueue_sync
 
 
 class CappedCountPaginator(Paginator):
@@ -351,6 +360,318 @@ class ConnectionAdmin(admin.ModelAdmin):
         if not change:
             apply_defaults(obj)
 
+    # -- operations: Sync now, Dry run, Pause, Resume, Full resync -------------
+    #
+    # The changelist actions and the change page's buttons share these. They
+    # only queue a run (``enqueue_sync``) or change the state; the schedule
+    # follows the state through the connection's post_save signal.
+
+    actions = ["sync_now", "dry_run", "pause", "resume", "full_resync"]
+
+    def _refuse_inactive(self, request: HttpRequest, conn: Connection, what: str) -> bool:
+        if conn.state == Connection.State.ACTIVE:
+            return False
+        self.message_user(
+            request,
+            f"{conn} is {conn.get_state_display().lower()}: resume it first. No {what} was queued.",
+            messages.WARNING,
+        )
+        return True
+
+    def _sync(self, request: HttpRequest, conn: Connection, *, full: bool = False) -> None:
+        what = "full resync" if full else "sync"
+        if self._refuse_inactive(request, conn, what):
+            return
+        enqueue_sync(conn, trigger=SyncRun.Trigger.MANUAL, user=request.user, full=full)
+        self.log_change(request, conn, f"{what.capitalize()} queued.")
+        busy = " after the run in progress" if conn.running_since else ""
+        self.message_user(
+            request,
+            f"{conn}: {what} queued; a worker runs it{busy} shortly.",
+            messages.SUCCESS,
+        )
+
+    def _dry_run(self, request: HttpRequest, conn: Connection) -> str | None:
+        """Queue a dry run; returns the page that waits for its preview."""
+        if self._refuse_inactive(request, conn, "dry run"):
+            return None
+        since = timezone.now()
+        task_id = enqueue_sync(
+            conn, trigger=SyncRun.Trigger.MANUAL, user=request.user, dry_run=True
+        )
+        self.log_change(request, conn, "Dry run queued.")
+        url = (
+            reverse("admin:connections_connection_dry_run_queued", args=[conn.pk, task_id])
+            + "?"
+            + urlencode({"since": since.isoformat()})
+        )
+        self.message_user(
+            request,
+            format_html('{}: dry run queued. <a href="{}">See its preview</a>.', conn, url),
+            messages.SUCCESS,
+        )
+        return url
+
+    def _set_state(self, request: HttpRequest, conn: Connection, state: str) -> None:
+        if conn.state == state:
+            self.message_user(
+                request, f"{conn} is already {conn.get_state_display().lower()}.", messages.INFO
+            )
+            return
+        before = conn.get_state_display().lower()
+        conn.state = state
+        if state == Connection.State.PAUSED:
+            conn.state_reason = f"Paused by {request.user.get_username()} in the admin."
+            done = "paused: it does not run until resumed"
+        else:
+            conn.state_reason = ""
+            done = f"resumed: the scheduler runs it every {conn.interval_minutes} min, from now"
+        # save() (not update()): the post_save signal removes or restores the schedule
+        conn.save(update_fields=["state", "state_reason", "updated_at"])
+        self.log_change(request, conn, f"State changed from {before} to {state}.")
+        self.message_user(request, f"{conn} {done}.", messages.SUCCESS)
+
+    @admin.action(description="Sync now", permissions=["change"])
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            self._sync(request, conn)
+
+    @admin.action(description="Dry run (preview, writes nothing)", permissions=["change"])
+    def dry_run(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        urls = [url for conn in queryset if (url := self._dry_run(request, conn))]
+        if len(urls) == 1:
+            return HttpResponseRedirect(urls[0])
+        return None
+
+    @admin.action(description="Pause", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            self._set_state(request, conn, Connection.State.PAUSED)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            self._set_state(request, conn, Connection.State.ACTIVE)
+
+    @admin.action(description="Full resync (read every contact again)", permissions=["change"])
+    def full_resync(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            self._sync(request, conn, full=True)
+
+    OPERATIONS = {
+        "sync-now": ("Sync now", "Queue a sync of this connection"),
+        "dry-run": ("Dry run", "Preview what a sync would do, without writing anything"),
+        "full-resync": ("Full resync", "Read every contact on both sides again"),
+        "pause": ("Pause", "Stop syncing until resumed"),
+        "resume": ("Resume", "Sync again on the schedule"),
+    }
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:pk>/dry-run/queued/<str:task_id>/",
+                wrap(self.dry_run_queued_view),
+                name="connections_connection_dry_run_queued",
+            ),
+            path(
+                "<int:pk>/dry-run/<int:run_id>/",
+                wrap(self.dry_run_view),
+                name="connections_connection_dry_run",
+            ),
+            path(
+                "<int:pk>/dry-run/<int:run_id>/apply/",
+                wrap(self.apply_dry_run_view),
+                name="connections_connection_apply_dry_run",
+            ),
+            *(
+                path(
+                    f"<int:pk>/{operation}/",
+                    wrap(self.operation_view),
+                    {"operation": operation},
+                    name=operation_url_name(operation),
+                )
+                for operation in self.OPERATIONS
+            ),
+            *super().get_urls(),
+        ]
+
+    def _connection_for(self, request: HttpRequest, pk: int, *, change: bool) -> Connection:
+        conn = get_object_or_404(Connection.objects.select_related("account_a", "account_b"), pk=pk)
+        allowed = (
+            self.has_change_permission(request, conn)
+            if change
+            else self.has_view_or_change_permission(request, conn)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return conn
+
+    def operation_view(self, request: HttpRequest, pk: int, operation: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conn = self._connection_for(request, pk, change=True)
+        change_url = reverse("admin:connections_connection_change", args=[conn.pk])
+        if operation == "dry-run":
+            return HttpResponseRedirect(self._dry_run(request, conn) or change_url)
+        if operation == "sync-now":
+            self._sync(request, conn)
+        elif operation == "full-resync":
+            self._sync(request, conn, full=True)
+        elif operation == "pause":
+            self._set_state(request, conn, Connection.State.PAUSED)
+        else:
+            self._set_state(request, conn, Connection.State.ACTIVE)
+        return HttpResponseRedirect(change_url)
+
+    def dry_run_queued_view(self, request: HttpRequest, pk: int, task_id: str) -> HttpResponse:
+        """Waits for the queued dry run to start, then shows its preview."""
+        conn = self._connection_for(request, pk, change=False)
+        task = Task.get_task(task_id)
+        run = None
+        if task is not None and task.success and isinstance(task.result, int):
+            run = conn.runs.filter(pk=task.result, dry_run=True).first()
+        since = parse_datetime(request.GET.get("since", ""))
+        if run is None and since is not None:
+            run = (
+                conn.runs.filter(dry_run=True, started_at__gte=since, started_by=request.user.pk)
+                .order_by("started_at", "pk")
+                .first()
+            )
+        if run is not None:
+            return HttpResponseRedirect(
+                reverse("admin:connections_connection_dry_run", args=[conn.pk, run.pk])
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": conn,
+            "title": f"Dry run of {conn}",
+            "task": task,
+            "waiting": task is None,
+            "refresh_seconds": 2,
+        }
+        return TemplateResponse(
+            request, "admin/connections/connection/dry_run_queued.html", context
+        )
+
+    def dry_run_view(self, request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+        """The preview: the dry run's counts per side and its field diffs."""
+        conn = self._connection_for(request, pk, change=False)
+        run = get_object_or_404(SyncRun, pk=run_id, connection=conn, dry_run=True)
+        running = run.status == SyncRun.Status.RUNNING
+        names = {
+            Side.A: f"A · {conn.account_a.get_connector_display()}",
+            Side.B: f"B · {conn.account_b.get_connector_display()}",
+        }
+        counters = run.counters or {}
+        counter_rows = [
+            (name.replace("_", " "), *(int(counters.get(s, {}).get(name, 0)) for s in Side))
+            for name in COUNTER_ORDER
+            if any(counters.get(s, {}).get(name) for s in Side)
+        ]
+        events = run.events.exclude(action__in=QUIET_ACTIONS).order_by("email", "side", "pk")
+        shown = [
+            DiffRow(e, names.get(e.side, ""), changes_table(e.changes or []))
+            for e in events[:PREVIEW_LIMIT]
+        ]
+        can_apply = (
+            not running
+            and run.status != SyncRun.Status.FAILED
+            and conn.state == Connection.State.ACTIVE
+            and self.has_change_permission(request, conn)
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": conn,
+            "title": f"Dry run of {conn}",
+            "run": run,
+            "run_url": reverse("admin:connections_syncrun_change", args=[run.pk]),
+            "running": running,
+            "refresh_seconds": 2,
+            "side_names": [names[Side.A], names[Side.B]],
+            "counter_rows": counter_rows,
+            "events": shown,
+            "event_count": events.count() if len(shown) >= PREVIEW_LIMIT else len(shown),
+            "quiet_count": run.events.filter(action__in=QUIET_ACTIONS).count(),
+            "preview_limit": PREVIEW_LIMIT,
+            "can_apply": can_apply,
+            "apply_url": reverse(
+                "admin:connections_connection_apply_dry_run", args=[conn.pk, run.pk]
+            ),
+        }
+        return TemplateResponse(request, "admin/connections/connection/dry_run.html", context)
+
+    def apply_dry_run_view(self, request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conn = self._connection_for(request, pk, change=True)
+        run = get_object_or_404(SyncRun, pk=run_id, connection=conn, dry_run=True)
+        if run.status == SyncRun.Status.RUNNING:
+            self.message_user(request, "The dry run has not finished yet.", messages.WARNING)
+            return HttpResponseRedirect(
+                reverse("admin:connections_connection_dry_run", args=[conn.pk, run.pk])
+            )
+        if not self._refuse_inactive(request, conn, "sync"):
+            enqueue_sync(conn, trigger=SyncRun.Trigger.MANUAL, user=request.user)
+            self.log_change(request, conn, f"Applied dry run #{run.pk}: sync queued.")
+            self.message_user(
+                request,
+                f"{conn}: sync queued. It applies the changes as they stand when it runs.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:connections_connection_change", args=[conn.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = dict(extra_context or {})
+        conn = self.get_object(request, object_id)
+        if conn is not None:
+            extra_context["health"] = connection_health(conn)
+            if self.has_change_permission(request, conn):
+                if conn.state == Connection.State.ACTIVE:
+                    names = ["sync-now", "dry-run", "full-resync", "pause"]
+                else:
+                    names = ["resume"]
+                extra_context["operations"] = [
+                    (
+                        reverse(f"admin:{operation_url_name(name)}", args=[conn.pk]),
+                        *self.OPERATIONS[name],
+                    )
+                    for name in names
+                ]
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def operation_url_name(operation: str) -> str:
+    return "connections_connection_" + operation.replace("-", "_")
+
+
+#: run counters in the order a preview lists them
+COUNTER_ORDER = [
+    "scanned",
+    "created",
+    "updated",
+    "tagged",
+    "unchanged",
+    "excluded",
+    "duplicates",
+    "failed",
+    "trashed",
+    "deleted",
+    "out_of_scope",
+]
+#: events a preview counts but does not list: nothing would change for them
+QUIET_ACTIONS = [SyncEvent.Action.UNCHANGED, SyncEvent.Action.ECHO]
+PREVIEW_LIMIT = 500
+
+
+@dataclass
+class DiffRow:
+    event: SyncEvent
+    side_name: str
+    changes: SafeString | str
+
 
 class ConditionInline(admin.TabularInline):
     model = Condition
@@ -522,6 +843,40 @@ class SyncEventAdmin(AuditAdmin):
         return changes_table(event.changes or [])
 
 
+class FailureReasonFilter(admin.SimpleListFilter):
+    """Failing contacts by the app's reason, most frequent first (the
+    connection page's "failing, by reason" links land here)."""
+
+    title = "failure reason"
+    parameter_name = "reason"
+    LIMIT = 10
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        links = ContactLink.objects.filter(status=LinkStatus.FAILING).exclude(status_reason="")
+        connection = request.GET.get("connection__id__exact", "")
+        if connection.isdigit():
+            links = links.filter(connection_id=int(connection))
+        rows = (
+            links.values("status_reason")
+            .annotate(n=Count("pk"))
+            .order_by("-n", "status_reason")[: self.LIMIT]
+        )
+        choices = [(r["status_reason"], f"{shorten(r['status_reason'])} ({r['n']})") for r in rows]
+        current = self.value()
+        if current and current not in dict(choices):
+            choices.append((current, shorten(current)))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ContactLink]) -> Any:
+        if self.value():
+            return queryset.filter(status_reason=self.value())
+        return queryset
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @admin.register(ContactLink)
 class ContactLinkAdmin(AuditAdmin):
     list_display = [
@@ -533,7 +888,7 @@ class ContactLinkAdmin(AuditAdmin):
         "failure_count",
         "last_synced_at",
     ]
-    list_filter = ["status", "connection"]
+    list_filter = ["status", "connection", FailureReasonFilter]
     search_fields = ["=email", "=id_a", "=id_b"]
     list_select_related = ["connection"]
     fields = [
@@ -553,31 +908,68 @@ class ContactLinkAdmin(AuditAdmin):
         "timeline",
     ]
     readonly_fields = fields
+    TIMELINE_LIMIT = 100
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ContactLink]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("connection__account_a", "connection__account_b")
+        )
 
     @admin.display(description="Timeline (newest first)")
     def timeline(self, link: ContactLink) -> SafeString | str:
-        events = list(link.events.select_related("run").order_by("-created_at", "-pk")[:100])
+        """Every event of this contact: when, which run, which app, what was
+        done and why, and each field's old → new value."""
+        events = list(
+            link.events.select_related("run").order_by("-created_at", "-pk")[
+                : self.TIMELINE_LIMIT + 1
+            ]
+        )
         if not events:
             return "—"
+        more = len(events) > self.TIMELINE_LIMIT
+        events = events[: self.TIMELINE_LIMIT]
+        conn = link.connection
+        apps = {
+            Side.A: f"A · {conn.account_a.get_connector_display()}",
+            Side.B: f"B · {conn.account_b.get_connector_display()}",
+        }
         rows = format_html_join(
             "",
-            '<tr><td>{}</td><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            '<tr class="event-{}"><td>{}</td><td><a href="{}">run #{}</a>{}</td><td>{}</td>'
+            '<td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
             (
                 (
-                    e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.action,
+                    timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    reverse("admin:connections_syncrun_change", args=[e.run_id]),
+                    e.run_id,
+                    " (dry run)" if e.run.dry_run else "",
+                    apps.get(e.side, "—"),
                     reverse("admin:connections_syncevent_change", args=[e.pk]),
                     e.get_action_display(),
-                    e.side.upper(),
+                    e.reason or "—",
                     changes_table(e.changes or []),
-                    e.reason,
                 )
                 for e in events
             ),
         )
+        note = (
+            format_html(
+                '<p><a href="{}">All events of this contact</a> (latest {} shown).</p>',
+                reverse("admin:connections_syncevent_changelist") + f"?link__id__exact={link.pk}",
+                self.TIMELINE_LIMIT,
+            )
+            if more
+            else ""
+        )
         return format_html(
-            "<table><thead><tr><th>When</th><th>What</th><th>Side</th><th>Changes</th>"
-            "<th>Why</th></tr></thead><tbody>{}</tbody></table>",
+            '<table class="timeline"><thead><tr><th>When</th><th>Run</th><th>App</th>'
+            "<th>What</th><th>Why</th><th>Fields (old → new)</th></tr></thead>"
+            "<tbody>{}</tbody></table>{}",
             rows,
+            note,
         )
 
 
