@@ -49,7 +49,7 @@ from .forms import (
     setting_field_name,
     side_settings_of,
 )
-from .health import connection_health
+from .health import NO_REASON, NO_REASON_PARAM, connection_health
 from .models import (
     Account,
     Action,
@@ -864,12 +864,15 @@ class FailureReasonFilter(admin.SimpleListFilter):
         choices = [(r["status_reason"], f"{shorten(r['status_reason'])} ({r['n']})") for r in rows]
         current = self.value()
         if current and current not in dict(choices):
-            choices.append((current, shorten(current)))
+            choices.append((current, NO_REASON if current == NO_REASON_PARAM else shorten(current)))
         return choices
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ContactLink]) -> Any:
-        if self.value():
-            return queryset.filter(status_reason=self.value())
+        value = self.value()
+        if value == NO_REASON_PARAM:
+            return queryset.filter(status=LinkStatus.FAILING, status_reason="")
+        if value:
+            return queryset.filter(status_reason=value)
         return queryset
 
 

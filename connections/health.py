@@ -40,6 +40,8 @@ CHART_DAYS = 30
 TOP_REASONS = 5
 LAST_RUNS = 10
 NO_REASON = "(no reason recorded)"
+#: the contact list's "failure reason" value for failing links without a reason
+NO_REASON_PARAM = "__none__"
 
 
 @dataclass
@@ -187,9 +189,7 @@ def failing_reasons(conn: Connection, limit: int = TOP_REASONS) -> list[Reason]:
     out = []
     for row in rows:
         reason = row["status_reason"]
-        params = {"status__exact": LinkStatus.FAILING}
-        if reason:
-            params["reason"] = reason
+        params = {"status__exact": LinkStatus.FAILING, "reason": reason or NO_REASON_PARAM}
         out.append(Reason(reason or NO_REASON, row["n"], links_url(conn, **params)))
     return out
 
