@@ -10,9 +10,12 @@ refuses to run them and drops the stale schedule when it finds one.
 
 Coalescing (see ``connections.locking``): a trigger that arrives while the
 connection runs sets ``run_requested_at`` and the holder runs once more when
-it finishes. A coalesced ``full`` request sets ``needs_full_sync``, which the
-follow-up run (or the next) honours. A dry run is never coalesced: it writes
-nothing, so when the connection is busy it is skipped and says so.
+it finishes, recorded with the holder's trigger and user. A coalesced
+``full`` request sets ``needs_full_sync``, which the follow-up run (or the
+next) honours. A dry run is never coalesced: it writes nothing, so when the
+connection is busy it is skipped (the task returns None). A trigger that
+arrives during a dry run is not turned into a second dry run: the dry run
+releases the claim and queues a real run (trigger ``schedule``).
 """
 
 from __future__ import annotations
@@ -83,11 +86,19 @@ def run_claimed(
                     status=WebhookEvent.Status.RECEIVED,
                     received_at__lte=run.started_at,
                 ).update(status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now())
-            # the follow-up run covers what arrived during this one, with the same flags
-            # except ``full`` (a coalesced full request went into needs_full_sync)
+            # the follow-up run covers what arrived during this one, with the same
+            # trigger and user; ``full`` was for this run only (a coalesced full
+            # request went into needs_full_sync)
             full = False
             if not claimed.release_or_continue():
                 holder = None
+                break
+            if dry_run:
+                # a trigger that came in during a dry run asked for a real run,
+                # which this process was not asked to make: hand it to the queue
+                claimed.release()
+                holder = None
+                enqueue_sync(conn, trigger=SyncRun.Trigger.SCHEDULE)
                 break
     except BaseException as exc:
         if holder is not None:

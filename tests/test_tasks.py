@@ -223,3 +223,28 @@ def test_enqueue_sync_runs_through_django_q(
     tasks.enqueue_sync(conn, trigger="manual", user=user)
     assert engine[0]["trigger"] == "manual"
     assert SyncRun.objects.get().started_by == user
+
+
+def test_a_trigger_during_a_dry_run_is_handed_to_the_queue_as_a_real_run(
+    make_connection: Callable[..., Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = make_connection()
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        "connections.tasks.enqueue_sync", lambda c, **kw: queued.append({"pk": c.pk, **kw})
+    )
+    runs: list[bool] = []
+
+    def engine(connection: Connection, **kwargs: Any) -> SyncRun:
+        runs.append(kwargs["dry_run"])
+        if len(runs) == 1:  # a webhook arrives while the dry run goes
+            assert tasks.run_sync(connection.pk, trigger="webhook") is None
+        return SyncRun.objects.create(
+            connection=connection, dry_run=kwargs["dry_run"], status=SyncRun.Status.SUCCEEDED
+        )
+
+    monkeypatch.setattr("connections.tasks.run_connection", engine)
+    tasks.run_sync(conn.pk, trigger="manual", dry_run=True)
+    assert runs == [True]
+    assert queued == [{"pk": conn.pk, "trigger": "schedule"}]
+    assert Connection.objects.get(pk=conn.pk).running_since is None
