@@ -205,7 +205,9 @@ class Connection(models.Model):
     account_b = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="connections_b")
     settings_a = models.JSONField(default=dict, blank=True, help_text="Per-side settings for A.")
     settings_b = models.JSONField(default=dict, blank=True, help_text="Per-side settings for B.")
-    direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.TWO_WAY)
+    direction = models.CharField(
+        max_length=10, choices=Direction.choices, default=Direction.TWO_WAY
+    )
     conflict_policy = models.CharField(
         max_length=15, choices=ConflictPolicy.choices, default=ConflictPolicy.A_WINS
     )
@@ -376,8 +378,12 @@ class FieldMapping(models.Model):
     class Meta:
         ordering = ["connection", "pk"]
         constraints = [
-            models.UniqueConstraint(fields=["connection", "field_a"], name="mapping_unique_field_a"),
-            models.UniqueConstraint(fields=["connection", "field_b"], name="mapping_unique_field_b"),
+            models.UniqueConstraint(
+                fields=["connection", "field_a"], name="mapping_unique_field_a"
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "field_b"], name="mapping_unique_field_b"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -400,8 +406,10 @@ class LinkStatus(models.TextChoices):
 
 class ContactLink(models.Model):
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="links")
-    id_a = models.CharField(max_length=200, null=True, blank=True)
-    id_b = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", for "not on this side (yet)": the per-side unique
+    # constraints must let many links lack an id on one side
+    id_a = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    id_b = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     email = models.CharField(max_length=320, blank=True, help_text="Normalized (trimmed, folded).")
     #: last synced value of every mapped field, per side, in that side's field keys
     base_a = models.JSONField(default=dict, blank=True)

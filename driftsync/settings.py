@@ -35,8 +35,8 @@ CREDENTIALS_KEYS = env.list("CREDENTIALS_KEY", default=[])
 if not CREDENTIALS_KEYS:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "CREDENTIALS_KEY is required unless DEBUG=true; make one with "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+            "CREDENTIALS_KEY is required unless DEBUG=true; make one with `python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
         )
     CREDENTIALS_KEYS = ["ZHJpZnRzeW5jLWRlYnVnLW9ubHkta2V5LTAxMjM0NTY="]
 
@@ -213,3 +213,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"urllib3": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
 }
+
+#: Drift's webhook verification token (the Drift app's settings page shows it)
+DRIFT_VERIFICATION_TOKEN = env.str("DRIFT_VERIFICATION_TOKEN", default="")

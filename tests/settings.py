@@ -8,7 +8,7 @@ os.environ.setdefault("CREDENTIALS_KEY", "dGVzdC1jcmVkZW50aWFscy1rZXktMDEyMzQ1Nj
 os.environ.setdefault("DRIFTSYNC_ENV_FILE", "/nonexistent")
 os.environ.setdefault("Q_SYNC", "false")
 
-from driftsync.settings import *  # noqa: E402,F403
+from driftsync.settings import *  # noqa: F403
 
 SECURE_SSL_REDIRECT = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -235,9 +235,10 @@ class SandboxApp:
 
     def token_endpoint(self, request: Request) -> Response:
         """The standard OAuth token endpoint (form body), shared by apps."""
-        form = request.form() if request.body else {}
-        if not form:
+        if request.header("Content-Type").startswith("application/json"):
             form = request.json() or {}
+        else:
+            form = request.form() if request.body else {}
         grant = form.get("grant_type")
         if grant == "authorization_code":
             code = form.get("code", "")

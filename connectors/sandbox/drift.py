@@ -251,10 +251,6 @@ class DriftSandbox(SandboxApp):
 
     @route("POST", r"/oauth2/token", auth=False, name="POST /oauth2/token")
     def oauth_token(self, request: Request) -> Response:
-        if request.header("Content-Type").startswith("application/json"):
-            # Drift also takes a JSON body; the shared endpoint reads forms
-            body = request.json() or {}
-            request.body = urllib.parse.urlencode({k: str(v) for k, v in body.items()}).encode()
         response = self.token_endpoint(request)
         if response.status == 200:
             body = dict(response.body)
