@@ -185,9 +185,7 @@ class HttpClient:
                 delay = hinted if hinted is not None else self._backoff(attempt)
             if attempt >= self.max_attempts or waited + delay > self.max_wait:
                 raise error
-            log.info(
-                "%s %s: %s; retry %d in %.2fs", method, path, error, attempt, delay
-            )
+            log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, delay)
             self.sleep(delay)
             waited += delay
 
