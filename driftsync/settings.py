@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -18,7 +19,24 @@ _env_file = os.environ.get("DRIFTSYNC_ENV_FILE", str(BASE_DIR / ".env"))
 if Path(_env_file).is_file():
     env.read_env(_env_file)
 
-DEBUG = env.bool("DEBUG", default=False)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """A yes/no variable; anything else is a mistake worth stopping for."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
@@ -39,6 +57,13 @@ if not CREDENTIALS_KEYS:
             "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
         )
     CREDENTIALS_KEYS = ["ZHJpZnRzeW5jLWRlYnVnLW9ubHkta2V5LTAxMjM0NTY="]
+for _key in CREDENTIALS_KEYS:
+    try:
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "CREDENTIALS_KEY must be Fernet keys: 32 url-safe base64-encoded bytes each"
+        ) from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -130,12 +155,14 @@ SITE_ID = 1
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 # --- security (check --deploy is clean when DEBUG is off) -------------------
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# joining the browsers' preload list is the domain owner's decision, not ours
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -198,7 +225,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
-Q_CLUSTER["sync"] = env.bool("Q_SYNC", default=False)
+Q_CLUSTER["sync"] = env_bool("Q_SYNC", False)
 
 # --- driftsync ---------------------------------------------------------------
 #: a run that would trash more than this share of a connection's links trashes nothing
