@@ -130,6 +130,7 @@ def request_run(connection_id: int, *, full: bool = False) -> bool:
     updates: dict[str, object] = {"run_requested_at": timezone.now()}
     if full:
         updates["needs_full_sync"] = True
+        updates["full_sync_started"] = False  # start over, even mid full sync
     return bool(
         Connection.objects.filter(pk=connection_id, running_since__isnull=False).update(**updates)
     )

@@ -241,6 +241,9 @@ class Connection(models.Model):
     cursor_b = models.TextField(blank=True, editable=False)
     #: set when the connection is activated or widened; the next run reads everything
     needs_full_sync = models.BooleanField(default=True, editable=False)
+    #: a full sync has begun reading (its cursors are from that read): after a
+    #: crash the next run resumes it; a new request clears this to start over
+    full_sync_started = models.BooleanField(default=False, editable=False)
     #: a trigger that arrived while a run was going; the worker runs again after
     run_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     #: the worker holding the run (lock row); see ``connections.locking``
@@ -276,6 +279,12 @@ class Connection(models.Model):
 
     def cursor(self, side: str) -> str:
         return self.cursor_a if side == Side.A else self.cursor_b
+
+    @classmethod
+    def request_full_sync(cls, pk: int) -> int:
+        """Ask for a full read on the next run (activation, widened scope,
+        "Full resync"). Safe while a run is going: that run will not clear it."""
+        return cls.objects.filter(pk=pk).update(needs_full_sync=True, full_sync_started=False)
 
     def flows(self, source: str) -> bool:
         """Does data flow out of ``source`` under this connection's direction?"""

@@ -8,7 +8,10 @@ from allauth.socialaccount.models import SocialToken
 from allauth.socialaccount.signals import social_account_added, social_account_updated
 from django.dispatch import receiver
 
-from . import schedule_signals  # noqa: F401  (schedules follow their connection)
+from . import (
+    schedule_signals,  # noqa: F401  (schedules follow their connection)
+    scope_signals,  # noqa: F401  (widened scope → full sync)
+)
 from .oauth import install_endpoint_overrides
 
 log = logging.getLogger(__name__)

@@ -123,7 +123,7 @@ class SyncRunner:
         self.dry_run = dry_run
         #: an explicit full resync starts over; a pending one (activation, widened
         #: scope, or a full sync a crash interrupted) resumes from saved cursors
-        self.fresh_full = full
+        self.fresh_full = full or (connection.needs_full_sync and not connection.full_sync_started)
         self.full = full or connection.needs_full_sync
         self.a_fully_listed = False
         self.progress = progress or (lambda side, n: None)
@@ -256,9 +256,12 @@ class SyncRunner:
         self.run.save(update_fields=["status", "error", "finished_at", "counters"])
         if not self.dry_run and status != SyncRun.Status.FAILED:
             updates: dict[str, Any] = {"last_synced_at": now, "last_synced_by": self.user}
-            if self.full:
-                updates["needs_full_sync"] = False
             Connection.objects.filter(pk=conn.pk).update(**updates)
+            if self.full:
+                # unless a new full sync was requested while this one ran
+                Connection.objects.filter(pk=conn.pk, full_sync_started=True).update(
+                    needs_full_sync=False, full_sync_started=False
+                )
         return self.run
 
     def _failed_total(self) -> int:
@@ -304,6 +307,7 @@ class SyncRunner:
             if self.connector(side).capabilities.list_changes
         }
         updates["needs_full_sync"] = True
+        updates["full_sync_started"] = True
         Connection.objects.filter(pk=self.conn.pk).update(**updates)
         for key, value in updates.items():
             setattr(self.conn, key, value)

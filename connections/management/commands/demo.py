@@ -192,6 +192,7 @@ class Command(BaseCommand):
                 cursor_a="",
                 cursor_b="",
                 needs_full_sync=True,
+                full_sync_started=False,
                 running_since=None,
                 run_requested_at=None,
             )
