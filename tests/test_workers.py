@@ -1,0 +1,121 @@
+"""Real django-q2 clusters: two qcluster processes share the queue (the ORM
+broker, or Redis when REDIS_URL is set) and the database (SQLite file, or
+PostgreSQL when DATABASE_URL is set). Triggers fired at one connection never
+overlap and none is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection as db_connection
+from django_q.brokers import get_broker
+
+from connections.models import Connection, SyncRun
+from connections.tasks import enqueue_sync
+from connectors import sandbox
+from tests.engine.world import App, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    cfg = db_connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    return (
+        f"postgres://{cfg['USER']}:{cfg['PASSWORD']}@{cfg['HOST'] or '127.0.0.1'}:"
+        f"{cfg['PORT'] or 5432}/{cfg['NAME']}"
+    )
+
+
+@pytest.fixture
+def workers(transactional_db):
+    if str(db_connection.settings_dict["NAME"]).startswith(("file:memorydb", ":memory:")):
+        pytest.fail("the test database must be a file for worker processes to share it")
+    get_broker().purge_queue()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url(),
+        "Q_WORKERS": "1",
+        "Q_POLL": "0.2",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def world(transactional_db):
+    server = sandbox.serve(keys=("google", "hubspot"))
+    google, hubspot = App(server, "google"), App(server, "hubspot")
+    for app in (google, hubspot):
+        app.reset()
+        app.make_account()
+    for i in range(30):
+        google.create(f"worker{i}@example.com", "Worker", str(i))
+    conn = connect(google, hubspot)
+    yield google, hubspot, conn
+    server.stop()
+
+
+def wait_until_quiet(conn: Connection, runs_at_least: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn.refresh_from_db()
+        runs = SyncRun.objects.filter(connection=conn)
+        idle = (
+            conn.running_since is None
+            and conn.run_requested_at is None
+            and not runs.filter(status=SyncRun.Status.RUNNING).exists()
+        )
+        if idle and runs.count() >= runs_at_least and get_broker().queue_size() == 0:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the workers did not settle: {list(runs.values('status'))}")
+
+
+@pytest.mark.integration
+def test_two_workers_never_overlap_runs_of_one_connection_and_lose_no_trigger(workers, world):
+    google, hubspot, conn = world
+    for _ in range(6):
+        enqueue_sync(conn, trigger=SyncRun.Trigger.WEBHOOK)
+    wait_until_quiet(conn, runs_at_least=1)
+
+    # a contact added after those triggers, then one more trigger: it must be synced
+    google.create("late@example.com", "Late", "Comer")
+    enqueue_sync(conn, trigger=SyncRun.Trigger.WEBHOOK)
+    enqueue_sync(conn, trigger=SyncRun.Trigger.WEBHOOK)
+    wait_until_quiet(conn, runs_at_least=2)
+
+    runs = list(SyncRun.objects.filter(connection=conn).order_by("started_at"))
+    assert all(r.status == SyncRun.Status.SUCCEEDED for r in runs), [r.error for r in runs]
+    for earlier, later in zip(runs, runs[1:]):
+        assert earlier.finished_at <= later.started_at, "two runs of one connection overlapped"
+    emails = sorted(c.email for c in hubspot.contacts())
+    assert len(emails) == 31
+    assert "late@example.com" in emails
+    assert len(set(emails)) == len(emails)
