@@ -352,6 +352,12 @@ class Connector(ABC):
     def find_by_emails(self, emails: Iterable[str]) -> dict[str, list[Contact]]:
         """Contacts by email, keyed by the normalized email, oldest first."""
 
+    def searched(self, emails: Iterable[str]) -> None:
+        """The caller has just read every contact of this side (or searched
+        these emails) and found none with these emails, so a create for them
+        may skip its own look-up. A hint only: the default ignores it."""
+        return None
+
     # -- writing ----------------------------------------------------------
 
     @abstractmethod

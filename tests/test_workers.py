@@ -5,6 +5,7 @@ overlap and none is lost."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def test_two_workers_never_overlap_runs_of_one_connection_and_lose_no_trigger(wo
 
     runs = list(SyncRun.objects.filter(connection=conn).order_by("started_at"))
     assert all(r.status == SyncRun.Status.SUCCEEDED for r in runs), [r.error for r in runs]
-    for earlier, later in zip(runs, runs[1:]):
+    for earlier, later in itertools.pairwise(runs):
         assert earlier.finished_at <= later.started_at, "two runs of one connection overlapped"
     emails = sorted(c.email for c in hubspot.contacts())
     assert len(emails) == 31

@@ -2,12 +2,14 @@
 
 Reads each side's changes page by page. For each page: look up the bindings
 and the counterparts (in batches), plan every pair (``plan.plan_pair``),
-journal the creates, send the writes in the largest batches the app allows,
+send the writes in the largest batches the app allows,
 then commit the bindings, the events and that page's cursor in one
-transaction, so a crash redoes at most one page. A create is journalled as a
-``pending`` binding before it is sent and the target is searched by email
-before any create, so a crash between a create and its commit, or a rerun,
-never makes a second contact.
+transaction, so a crash redoes at most one page. The target is searched by
+email before any create (and the connectors' create paths cope with an email
+that exists, e.g. Mailchimp upserts by hash, HubSpot answers 409 with the
+existing id), so a crash between a create and its commit, or a rerun, never
+makes a second contact; two workers never race on one connection because a
+run holds the connection's claim (``connections.locking``).
 
 On a full sync where both sides can list, side B is read first into memory
 and side A is then matched against it, so matching costs no per-contact
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -85,6 +87,55 @@ class Pending:
     plan: PairPlan
     old: LinkState | None
     results: dict[str, Any] = field(default_factory=dict)
+
+
+LINK_FIELDS = (
+    "id_a",
+    "id_b",
+    "email",
+    "base_a",
+    "base_b",
+    "rule_tags",
+    "status",
+    "status_reason",
+    "unsubscribed_on",
+    "failure_count",
+    "retry_after",
+    "version_a",
+    "version_b",
+    "last_synced_at",
+    "first_synced_at",
+    "updated_at",
+)
+
+
+def save_links(links: list[ContactLink], fields: tuple[str, ...]) -> None:
+    """UPDATE many links in one executemany.
+
+    Django's bulk_update builds one CASE per field over the whole batch, which
+    costs seconds per thousand rows on SQLite; one prepared UPDATE per row is
+    a hundred times faster and the same on PostgreSQL.
+    """
+    if not links:
+        return
+    now = timezone.now()
+    meta = ContactLink._meta
+    columns = [meta.get_field(name) for name in fields]
+    conn = connections[ContactLink.objects.db]
+    quote = conn.ops.quote_name
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(meta.db_table),
+        ", ".join(f"{quote(f.column)} = %s" for f in columns),
+        quote(meta.pk.column),
+    )
+    rows = []
+    for link in links:
+        link.updated_at = now
+        rows.append(
+            [f.get_db_prep_save(getattr(link, f.attname), conn) for f in columns] + [link.pk]
+        )
+    with conn.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def link_state(link: ContactLink) -> LinkState:
@@ -523,8 +574,10 @@ class SyncRunner:
                 found[key] = [
                     self.store[i] for i in self.store_by_email.get(key, []) if i in self.store
                 ]
+            self.connector(target).searched(k for k in lookup if not found[k])
         elif use_store and source == B and self.a_fully_listed and hasattr(self, "store"):
             found = {}  # A was listed in full in this run: nothing more to find there
+            self.connector(target).searched(lookup)
         elif lookup:
             found = self.connector(target).find_by_emails(lookup)
         adopted_ids: list[str] = []
@@ -625,23 +678,6 @@ class SyncRunner:
         from_inbox: bool = False,
     ) -> None:
         conn = self.conn
-        # journal the creates before sending them (see module docstring)
-        if not self.dry_run:
-            journal = []
-            for item in pending:
-                if item.link is None and any(w.create for w in item.plan.writes.values()):
-                    state = item.plan.link
-                    item.link = ContactLink(
-                        connection=conn,
-                        id_a=state.id_a,
-                        id_b=state.id_b,
-                        email=state.email,
-                        status=LinkStatus.PENDING,
-                        status_reason="being created",
-                    )
-                    journal.append(item.link)
-            if journal:
-                ContactLink.objects.bulk_create(journal)
         # deletions wait for the end of the run (mass-trash guard)
         for item in pending:
             if item.plan.outcome == "deleted":
@@ -771,28 +807,7 @@ class SyncRunner:
         if to_create:
             ContactLink.objects.bulk_create(to_create, batch_size=500)
         if to_save:
-            ContactLink.objects.bulk_update(
-                to_save,
-                [
-                    "id_a",
-                    "id_b",
-                    "email",
-                    "base_a",
-                    "base_b",
-                    "rule_tags",
-                    "status",
-                    "status_reason",
-                    "unsubscribed_on",
-                    "failure_count",
-                    "retry_after",
-                    "version_a",
-                    "version_b",
-                    "last_synced_at",
-                    "first_synced_at",
-                    "updated_at",
-                ],
-                batch_size=500,
-            )
+            save_links(to_save, LINK_FIELDS)
         for item in pending:
             if item.link is not None and item.link.pk:
                 self.processed.add(item.link.pk)

@@ -503,6 +503,10 @@ class GoogleConnector(Connector):
                 out[email] = sorted(found.values(), key=lambda c: (c.updated_at or EPOCH, c.id))
         return out
 
+    def searched(self, emails: Iterable[str]) -> None:
+        now = time.monotonic()
+        self._looked_up.update(dict.fromkeys((normalize_email(e) for e in emails), now))
+
     def _searched_people(self, wanted: list[str]) -> dict[str, list[Person]]:
         if not self._warmed_up:
             # Google's search reads a cache that an empty query refreshes

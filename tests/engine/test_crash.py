@@ -61,7 +61,7 @@ def crash_on_second_page(monkeypatch, where: str, conns) -> None:
 
     def write(writes):
         if calls["apply"] == 2 and where == "before write":
-            raise Crash("killed after the journal, before the create was sent")
+            raise Crash("killed after planning, before the create was sent")
         results = original_write(writes)
         if calls["apply"] == 2 and where == "after write":
             raise Crash("killed after the create, before the link was committed")
