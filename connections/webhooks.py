@@ -58,7 +58,8 @@ def _text(status: int, message: str) -> HttpResponse:
 
 
 def _body_text(body: bytes, secrets: tuple[str, ...] = ()) -> str:
-    text = body[:MAX_STORED_BODY].decode("utf-8", "replace")
+    # PostgreSQL text cannot hold NUL: keep it visible, escaped
+    text = body[:MAX_STORED_BODY].decode("utf-8", "replace").replace("\x00", "\\x00")
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
@@ -84,7 +85,7 @@ def _is_repeat(event: WebhookEvent) -> WebhookEvent | None:
 
 def _reject(event: WebhookEvent, status: int, reason: str) -> HttpResponse:
     event.status = WebhookEvent.Status.REJECTED
-    event.error = reason
+    event.error = reason.replace("\x00", "\\x00")
     event.save()
     log.warning("%s webhook rejected (%s): %s", event.source, status, reason)
     return _text(status, reason)
