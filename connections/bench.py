@@ -24,9 +24,9 @@ One call of :func:`run_benchmark` does, in one process:
    identically seeded set of sandboxes (no sync logic, no database; it does
    decode each JSON answer); ids, page tokens and etags that differ between
    the two sets of sandboxes are substituted;
-6. memory: the process's peak RSS (the sandboxes live in this process too, so
-   the RSS after seeding is reported as well: the engine's share is the
-   difference).
+6. memory: the process's peak RSS. The sandboxes run in a child process
+   (``manage.py sandbox``), so this is driftsync's own memory; the RSS after
+   seeding is reported too, and the engine's share is the difference.
 
 Nothing here times a test; the test checks the report's shape and that the
 counted requests match the served ones.
@@ -42,6 +42,10 @@ import os
 import pickle
 import re
 import resource
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -49,6 +53,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -61,7 +66,6 @@ from connections.models import Account, Connection, SyncRun, WebhookEvent
 from connectors import sandbox
 from connectors.base import Connector
 from connectors.http import HttpClient
-from connectors.sandbox.base import SandboxServer
 
 #: a token every bench sandbox accepts (both sets of sandboxes: the replay
 #: sends the very same Authorization headers)
@@ -188,10 +192,48 @@ def seed_people(side: str, n: int, shared: int, differ: int) -> list[dict[str, A
     return people
 
 
+class SandboxProcess:
+    """The four sandboxes in a child process (``manage.py sandbox``), so this
+    process's memory is driftsync's alone."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "sandbox", "--port", str(port), "--token", STATIC_TOKEN],
+            cwd=Path(__file__).resolve().parent.parent,
+            # the sandboxes need no database: keep the child off the bench's file
+            env={**os.environ, "DATABASE_URL": "sqlite://:memory:", "DEBUG": "true"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{self.url('drift')}/_sandbox/config", timeout=2)
+                break
+            except requests.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the sandbox process did not start") from None
+                time.sleep(0.1)
+
+    def url(self, key: str) -> str:
+        return f"{self.base_url}/{key}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 class App:
     """One sandbox app of a bench world, driven through its control API."""
 
-    def __init__(self, server: SandboxServer, key: str) -> None:
+    def __init__(self, server: SandboxProcess, key: str) -> None:
         self.server = server
         self.key = key
         self.url = server.url(key)
@@ -199,10 +241,6 @@ class App:
         self.account: Account | None = None
         self.settings: dict[str, Any] = {}
         self.ids: list[str] = []
-
-    @property
-    def sandbox(self):
-        return self.server.apps["/" + self.key]
 
     def ctl(self, method: str, path: str, body: Any = None) -> Any:
         response = self.session.request(
@@ -227,7 +265,7 @@ class App:
         account = Account.objects.create(
             connector=self.key,
             label=f"bench {self.key} {tag}",
-            base_url=sandbox.api_base_url(self.server, self.key),
+            base_url=self.server.url(self.key) + sandbox.API_ROOTS[self.key],
             credential_kind=Account.CredentialKind.PASTED,
         )
         account.credentials = {
@@ -254,7 +292,7 @@ class App:
 class World:
     """Sandboxes, seeded, with two accounts and a connection."""
 
-    server: SandboxServer
+    server: SandboxProcess
     apps: dict[str, App]  # side -> app
     n: int
     shared: int
@@ -264,7 +302,7 @@ class World:
 
     @classmethod
     def build(cls, key_a: str, key_b: str, n: int, overlap: float, differ_share: float) -> World:
-        server = sandbox.serve(tokens=(STATIC_TOKEN,), keys=tuple(dict.fromkeys((key_a, key_b))))
+        server = SandboxProcess()
         apps = {"a": App(server, key_a), "b": App(server, key_b)}
         for app in apps.values():
             app.ctl("POST", "/config", {"rate_limit": 0, "error_rate": 0.0, "drop_rate": 0.0})
@@ -313,7 +351,7 @@ class World:
 
     def served(self) -> dict[str, Counter[str]]:
         """What each sandbox served so far, API routes only (by side)."""
-        return {side: Counter(app.sandbox.stats) for side, app in self.apps.items()}
+        return {side: Counter(app.ctl("GET", "/stats")) for side, app in self.apps.items()}
 
     def edit_spread(self, changes: int, round_no: int) -> dict[str, int]:
         """``changes`` edits spread over both sides and over the contacts."""
@@ -808,7 +846,7 @@ def render(report: dict[str, Any]) -> str:
             ("incremental: wall ratio large / small", f"{report['incremental_wall_ratio']}"),
         ]
     rows += [
-        ("RSS after seeding (sandboxes)", f"{report['rss_mb_after_seeding']} MB"),
+        ("RSS before the first sync", f"{report['rss_mb_after_seeding']} MB"),
         ("peak RSS (sync phases)", f"{report['rss_mb_peak_sync']} MB"),
         ("peak RSS (process, incl. replay)", f"{report['rss_mb_peak_total']} MB"),
         ("benchmark total", f"{report['bench_s']} s"),

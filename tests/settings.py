@@ -16,5 +16,8 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 
 # a file, not memory: the worker-process tests (tests/test_workers.py) share it
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}  # noqa: F405
+    # one file per test process, so two test runs on one machine never share it
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
+    }
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405

@@ -36,7 +36,7 @@ def database_url() -> str:
 
 
 @pytest.fixture
-def workers(transactional_db):
+def workers(transactional_db, tmp_path):
     if str(db_connection.settings_dict["NAME"]).startswith(("file:memorydb", ":memory:")):
         pytest.fail("the test database must be a file for worker processes to share it")
     get_broker().purge_queue()
@@ -47,18 +47,22 @@ def workers(transactional_db):
         "Q_WORKERS": "1",
         "Q_POLL": "0.2",
     }
+    logs = [tmp_path / f"qcluster-{n}.log" for n in range(2)]
     procs = [
         subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        for _ in range(2)
+        for log in logs
     ]
     yield procs
+    for log in logs:
+        # shown by pytest when the test failed
+        print(f"--- {log.name}\n{log.read_text()[-3000:]}")
     for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)

@@ -516,7 +516,7 @@ def test_rate_limits_and_server_errors_are_retried(
     sandbox.call("POST", "/config", {"error_rate": 0.4, "error_status": 503})
     contacts, _ = read_all(connector)
     assert len({c.id for c in contacts}) == 4
-    sandbox.call("POST", "/config", {"error_rate": 0.0, "rate_limit": 2, "rate_window": 1.0})
+    sandbox.call("POST", "/config", {"error_rate": 0.0, "rate_limit": 1, "rate_window": 2.0})
     sandbox.reset_stats()
     contacts, _ = read_all(connector)
     assert len({c.id for c in contacts}) == 4
