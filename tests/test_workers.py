@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.db import connection as db_connection
 from django_q.brokers import get_broker
+from django_q.models import Task
 
 from connections.models import Connection, SyncRun
 from connections.tasks import enqueue_sync
@@ -42,7 +43,9 @@ def workers(transactional_db, tmp_path):
     get_broker().purge_queue()
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": "driftsync.settings",
+        "DRIFTSYNC_ENV_FILE": "/nonexistent",
+        "LOG_LEVEL": "INFO",
         "DATABASE_URL": database_url(),
         "Q_WORKERS": "1",
         "Q_POLL": "0.2",
@@ -100,7 +103,11 @@ def wait_until_quiet(conn: Connection, runs_at_least: int, timeout: float = 90.0
         if idle and runs.count() >= runs_at_least and get_broker().queue_size() == 0:
             return
         time.sleep(0.3)
-    raise AssertionError(f"the workers did not settle: {list(runs.values('status'))}")
+    tasks = list(Task.objects.values_list("name", "success", "result"))
+    raise AssertionError(
+        f"the workers did not settle: runs {list(runs.values('status'))}, connection "
+        f"{conn.state} {conn.state_reason!r} running_since={conn.running_since}, tasks {tasks}"
+    )
 
 
 @pytest.mark.integration

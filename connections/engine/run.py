@@ -72,6 +72,7 @@ from .types import effective_flows, parse_value
 log = logging.getLogger(__name__)
 
 INBOX_PAGE = 200
+INBOX_SETTLE = dt.timedelta(seconds=10)
 MAX_RETRY_DELAY = dt.timedelta(hours=24)
 
 
@@ -401,23 +402,35 @@ class SyncRunner:
         del self.store, self.store_by_email
 
     def _read_inbox(self, side: str) -> None:
-        """Drift: contacts come in through its webhooks, stored in the inbox."""
+        """Drift: contacts come in through its webhooks, stored in the inbox.
+
+        The saved cursor trails the newest deliveries by ``INBOX_SETTLE``: on
+        PostgreSQL a delivery can commit after one with a higher id, and a
+        cursor at the newest id would skip it. Rereading a recent delivery is
+        harmless: the contact is fetched fresh and planned against the base.
+        """
         account = self.conn.account(side)
         try:
             last = int(self.conn.cursor(side) or 0)
         except ValueError:
             last = 0
+        settled_before = timezone.now() - INBOX_SETTLE
         while True:
             events = list(
                 WebhookEvent.objects.filter(account=account, pk__gt=last)
-                .exclude(status=WebhookEvent.Status.REJECTED)
+                .exclude(status__in=[WebhookEvent.Status.REJECTED, WebhookEvent.Status.IGNORED])
                 .exclude(contact_id="")
                 .order_by("pk")
-                .values("pk", "kind", "contact_id")[:INBOX_PAGE]
+                .values("pk", "kind", "contact_id", "received_at")[:INBOX_PAGE]
             )
             if not events:
                 return
             last = events[-1]["pk"]
+            settled = None
+            for event in events:
+                if event["received_at"] > settled_before:
+                    break
+                settled = event["pk"]
             ids = list(dict.fromkeys(e["contact_id"] for e in events))
             unsubscribed = {e["contact_id"] for e in events if e["kind"] == "unsubscribed"}
             found = self.connector(side).get_contacts(ids)
@@ -429,7 +442,10 @@ class SyncRunner:
                 if cid in unsubscribed:
                     contact.unsubscribed = True
                 contacts.append(contact)
-            self._process(side, contacts, cursor=str(last), from_inbox=True)
+            cursor = str(settled) if settled is not None else None
+            self._process(side, contacts, cursor=cursor, inbox_upto=last)
+            if settled != last:
+                return  # the rest is too recent to pass: the next run reads it again
 
     # --------------------------------------------------------------- process
 
@@ -440,7 +456,7 @@ class SyncRunner:
         *,
         cursor: str | None,
         counterpart_store: bool = False,
-        from_inbox: bool = False,
+        inbox_upto: int | None = None,
     ) -> None:
         target = other(source)
         conn = self.conn
@@ -501,7 +517,7 @@ class SyncRunner:
                 self._plan(link, source, contact, peer, pending)
         # unbound contacts: duplicates on this side, then match by email
         self._match(source, unlinked, links, pending, events, counterpart_store)
-        self._apply(pending, events, source, cursor, from_inbox)
+        self._apply(pending, events, source, cursor, inbox_upto)
 
     def _fetch(self, side: str, ids: list[str], use_store: bool) -> dict[str, Contact]:
         found: dict[str, Contact] = {}
@@ -675,7 +691,7 @@ class SyncRunner:
         events: list[SyncEvent],
         source: str,
         cursor: str | None,
-        from_inbox: bool = False,
+        inbox_upto: int | None = None,
     ) -> None:
         conn = self.conn
         # deletions wait for the end of the run (mass-trash guard)
@@ -715,10 +731,10 @@ class SyncRunner:
                 SyncEvent.objects.bulk_create(events, batch_size=500)
             if not self.dry_run:
                 self._save_cursor(source, cursor)
-                if from_inbox and cursor:
+                if inbox_upto is not None:
                     WebhookEvent.objects.filter(
                         account=conn.account(source),
-                        pk__lte=int(cursor),
+                        pk__lte=inbox_upto,
                         status=WebhookEvent.Status.RECEIVED,
                     ).update(status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now())
 

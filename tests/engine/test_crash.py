@@ -49,11 +49,11 @@ def crash_on_second_page(monkeypatch, where: str, conns) -> None:
     calls = {"apply": 0}
     original_apply = SyncRunner._apply
 
-    def apply(self, pending, events, source, cursor, from_inbox=False):
+    def apply(self, pending, events, source, cursor, inbox_upto=None):
         calls["apply"] += 1
         if where == "next page" and calls["apply"] == 3:
             raise Crash("killed before the third page")
-        return original_apply(self, pending, events, source, cursor, from_inbox)
+        return original_apply(self, pending, events, source, cursor, inbox_upto)
 
     monkeypatch.setattr(SyncRunner, "_apply", apply)
     target = conns["b"]
