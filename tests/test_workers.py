@@ -93,6 +93,9 @@ def world(transactional_db):
 def wait_until_quiet(conn: Connection, runs_at_least: int, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # a fresh connection each time: on SQLite a statement an earlier test
+        # left open would otherwise pin this process to an old snapshot
+        db_connection.close()
         conn.refresh_from_db()
         runs = SyncRun.objects.filter(connection=conn)
         idle = (
