@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db import connection as db_connection
 from django_q.brokers import get_broker
 from django_q.models import Task
@@ -37,9 +38,27 @@ def database_url() -> str:
 
 
 @pytest.fixture
-def workers(transactional_db, tmp_path):
-    if str(db_connection.settings_dict["NAME"]).startswith(("file:memorydb", ":memory:")):
-        pytest.fail("the test database must be a file for worker processes to share it")
+def shared_db(transactional_db, tmp_path):
+    """A database the worker processes can open too. On SQLite, a fresh file
+    of this test's own (the suite's test database is not shared with other
+    processes); on PostgreSQL, the test database itself."""
+    cfg = db_connection.settings_dict
+    if not cfg["ENGINE"].endswith("sqlite3"):
+        yield
+        return
+    original = cfg["NAME"]
+    db_connection.close()
+    cfg["NAME"] = str(tmp_path / "workers.sqlite3")
+    call_command("migrate", verbosity=0, interactive=False)
+    try:
+        yield
+    finally:
+        db_connection.close()
+        cfg["NAME"] = original
+
+
+@pytest.fixture
+def workers(shared_db, tmp_path):
     get_broker().purge_queue()
     env = {
         **os.environ,
@@ -77,7 +96,7 @@ def workers(transactional_db, tmp_path):
 
 
 @pytest.fixture
-def world(transactional_db):
+def world(shared_db):
     server = sandbox.serve(keys=("google", "hubspot"))
     google, hubspot = App(server, "google"), App(server, "hubspot")
     for app in (google, hubspot):
@@ -108,7 +127,8 @@ def wait_until_quiet(conn: Connection, runs_at_least: int, timeout: float = 90.0
         time.sleep(0.3)
     tasks = list(Task.objects.values_list("name", "success", "result"))
     raise AssertionError(
-        f"the workers did not settle: runs {list(runs.values('status'))}, connection "
+        f"the workers did not settle on {database_url()}: runs {list(runs.values('status'))}, "
+        f"connection {conn.pk} "
         f"{conn.state} {conn.state_reason!r} running_since={conn.running_since}, tasks {tasks}"
     )
 
