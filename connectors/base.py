@@ -152,7 +152,7 @@ class Credentials:
     __str__ = __repr__
 
 
-@dataclass
+@dataclass(slots=True)
 class Contact:
     id: str
     email: str | None = None

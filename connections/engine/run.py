@@ -376,10 +376,13 @@ class SyncRunner:
         store: dict[str, Contact] = {}
         by_email: dict[str, list[str]] = defaultdict(list)
         cursor_b: str | None = None
+        # only what planning reads is kept, so memory stays small at 100,000
+        keep = self._keys_read(B)
         for page in self.connector(B).changes(None, full=True):
             for contact in page.contacts:
                 if contact.deleted:
                     continue
+                contact.fields = {k: v for k, v in contact.fields.items() if k in keep}
                 store[contact.id] = contact
                 key = normalize_email(contact.email)
                 if key:
@@ -400,6 +403,21 @@ class SyncRunner:
         if not leftovers:
             self._commit_cursor(B, cursor_b)
         del self.store, self.store_by_email
+
+    def _keys_read(self, side: str) -> frozenset[str]:
+        """Field keys of ``side`` that planning reads: tracked (mapped or in a
+        rule's condition), the parts of a full name, and fields actions set."""
+        keys: set[str] = set()
+        for f in self.ctx.tracked[side]:
+            keys.add(f.key)
+            keys.update(f.parts)
+        for rule in self.ctx.rules:
+            if rule.source != side:
+                for action in rule.actions:
+                    if action.field is not None:
+                        keys.add(action.field.key)
+                        keys.update(action.field.parts)
+        return frozenset(keys)
 
     def _read_inbox(self, side: str) -> None:
         """Drift: contacts come in through its webhooks, stored in the inbox.
