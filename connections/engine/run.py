@@ -76,10 +76,6 @@ INBOX_SETTLE = dt.timedelta(seconds=10)
 MAX_RETRY_DELAY = dt.timedelta(hours=24)
 
 
-class RunAborted(Exception):
-    """The run cannot go on (account failure, bad configuration)."""
-
-
 @dataclass
 class Pending:
     """A planned pair waiting for its writes."""
@@ -748,7 +744,7 @@ class SyncRunner:
             if events:
                 SyncEvent.objects.bulk_create(events, batch_size=500)
             if not self.dry_run:
-                self._save_cursor(source, cursor)
+                self._commit_cursor(source, cursor)
                 if inbox_upto is not None:
                     WebhookEvent.objects.filter(
                         account=conn.account(source),
@@ -861,11 +857,6 @@ class SyncRunner:
             self.counters[source][key] += 1
         for side, write in plan.writes.items():
             self.counters[side][write.action] += 1
-
-    def _save_cursor(self, side: str, cursor: str | None) -> None:
-        if cursor is None:
-            return
-        self._commit_cursor(side, cursor)
 
     def _commit_cursor(self, side: str, cursor: str | None) -> None:
         if cursor is None or self.dry_run:
@@ -1002,4 +993,4 @@ def run_connection(
     return runner.execute()
 
 
-__all__ = ["RunAborted", "SyncRunner", "run_connection"]
+__all__ = ["SyncRunner", "run_connection"]

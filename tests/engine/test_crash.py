@@ -68,14 +68,14 @@ def crash_on_second_page(monkeypatch, where: str, conns) -> None:
         return results
 
     monkeypatch.setattr(target, "write_contacts", write)
-    original_cursor = SyncRunner._save_cursor
+    original_cursor = SyncRunner._commit_cursor
 
     def save_cursor(self, side, cursor):
         if calls["apply"] == 2 and where == "during commit":
             raise Crash("killed inside the commit of links, events and cursor")
         return original_cursor(self, side, cursor)
 
-    monkeypatch.setattr(SyncRunner, "_save_cursor", save_cursor)
+    monkeypatch.setattr(SyncRunner, "_commit_cursor", save_cursor)
 
 
 @pytest.mark.parametrize(
