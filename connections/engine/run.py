@@ -762,7 +762,9 @@ class SyncRunner:
             failures = {side: r.error for side, r in item.results.items() if r.error is not None}
             for side, result in item.results.items():
                 if result.error is None and result.contact is not None:
-                    if plan.writes[side].create:
+                    if result.contact.id:
+                        # a create's new id, or a new id after an email change
+                        # (a Mailchimp member's id is the hash of its email)
                         state.set_id(side, result.contact.id)
                     # the base is what the app answered: its own normalization is no change
                     state.set_base(side, snapshot(result.contact, self.ctx.tracked[side]))

@@ -221,3 +221,22 @@ def test_a_revoked_token_stops_the_run_and_marks_the_connection(apps):
     assert conn.state == "needs_reauth"
     b.account.refresh_from_db()
     assert b.account.status == "needs_reauth"
+
+
+def test_an_email_change_follows_the_contact_and_keeps_its_binding(apps):
+    a, b, conn = pair(apps, "google", "mailchimp", sync_deletions=True)
+    cid = a.create("old@example.com", "Eve", "Mail")
+    sync(conn)
+    assert b.one("old@example.com")
+    a.edit(cid, email="new@example.com")
+    sync(conn)
+    assert b.by_email("old@example.com") == []
+    member = b.one("new@example.com")
+    link = ContactLink.objects.get(connection=conn, id_a=cid)
+    assert link.id_b == member.id
+    assert link.email == "new@example.com"
+    # later runs neither trash it nor make a second member
+    run = sync(conn)
+    assert run.total("trashed") == 0
+    assert "DriftSync Trash" not in a.one("new@example.com").tags
+    assert len(b.by_email("new@example.com")) == 1
