@@ -277,6 +277,8 @@ class SyncRunner:
             self._setup()
             if self.fresh_full and not self.dry_run:
                 self._start_full()
+            if not self.dry_run:
+                self._follow_email_changes()
             self._read_all()
             self._retry_failing()
             self._finish_trash()
@@ -399,6 +401,34 @@ class SyncRunner:
         if not leftovers:
             self._commit_cursor(B, cursor_b)
         del self.store, self.store_by_email
+
+    def _follow_email_changes(self) -> None:
+        """An app that keys contacts by email (Mailchimp: the id is the hash
+        of the email) announces an email change by webhook; move the binding
+        to the new id before reading, or the new id would look like a new
+        contact and the old one like a deletion."""
+        rows = WebhookEvent.objects.filter(
+            connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED
+        ).order_by("pk")
+        for row in rows:
+            for side in (A, B):
+                if self.conn.account(side).connector != row.source:
+                    continue
+                try:
+                    parsed = self.connector(side).parse_webhook(
+                        row.body.encode(), "application/x-www-form-urlencoded", {}
+                    )
+                except ConnectorError:
+                    continue
+                for event in parsed:
+                    new_id = event.contact.id if event.contact else None
+                    if event.kind != "email_changed" or not new_id or not event.contact_id:
+                        continue
+                    ContactLink.objects.filter(
+                        connection=self.conn, **{f"id_{side}": event.contact_id}
+                    ).exclude(**{f"id_{side}": new_id}).update(
+                        **{f"id_{side}": new_id}, email=normalize_email(event.email)
+                    )
 
     def _keys_read(self, side: str) -> frozenset[str]:
         """Field keys of ``side`` that planning reads: tracked (mapped or in a

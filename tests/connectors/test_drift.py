@@ -361,7 +361,7 @@ def test_rate_limited_requests_wait_for_retry_after_and_succeed(
     drift: DriftConnector, sandbox: Control
 ) -> None:
     contact_id = sandbox.person(email="rl@example.com")
-    sandbox.call("POST", "/config", {"rate_limit": 2, "rate_window": 1.0})
+    sandbox.call("POST", "/config", {"rate_limit": 1, "rate_window": 2.0})
     found = drift.get_contacts([contact_id, "1", "2", "3"])
     assert list(found) == [contact_id]
     assert sandbox.stats()["429"] >= 1

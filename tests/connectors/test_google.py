@@ -453,7 +453,7 @@ def test_rate_limits_are_waited_out_honouring_retry_after(
 ) -> None:
     seed(root, 3)
     google.page_size = 1
-    requests.post(f"{root}/_sandbox/config", json={"rate_limit": 2, "rate_window": 1}, timeout=5)
+    requests.post(f"{root}/_sandbox/config", json={"rate_limit": 1, "rate_window": 2.0}, timeout=5)
     contacts, _ = read_all(google)
     assert len(contacts) == 3
     assert stats(root)["429"] >= 1

@@ -450,7 +450,7 @@ def test_rate_limits_are_waited_out(base: str, connect: Factory) -> None:
     seed(base, [{"email": f"p{i}@example.com"} for i in range(20)])
     connector = connect(SmallPages)
     connector.fields()
-    requests.post(f"{base}/_sandbox/config", json={"rate_limit": 2, "rate_window": 1.0}, timeout=5)
+    requests.post(f"{base}/_sandbox/config", json={"rate_limit": 1, "rate_window": 2.0}, timeout=5)
     pages = read_all(connector.changes(None))
     assert len(ids_of(pages)) == 20
     assert stats(base)["429"] >= 1

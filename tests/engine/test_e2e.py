@@ -240,3 +240,43 @@ def test_an_email_change_follows_the_contact_and_keeps_its_binding(apps):
     assert run.total("trashed") == 0
     assert "DriftSync Trash" not in a.one("new@example.com").tags
     assert len(b.by_email("new@example.com")) == 1
+
+
+def test_an_email_changed_in_mailchimp_keeps_its_binding_through_the_webhook(apps):
+    import urllib.parse
+
+    from connections.models import WebhookEvent
+
+    a, b, conn = pair(apps, "google", "mailchimp", sync_deletions=True)
+    a.create("before@example.com", "Ed", "Mail")
+    sync(conn)
+    member = b.one("before@example.com")
+    b.edit(member.id, email="after@example.com")
+    # the upemail delivery, stored as the webhook view stores it
+    body = urllib.parse.urlencode(
+        {
+            "type": "upemail",
+            "fired_at": "2026-11-29 12:00:00",
+            "data[list_id]": b.settings["audience"],
+            "data[new_id]": "x",
+            "data[new_email]": "after@example.com",
+            "data[old_email]": "before@example.com",
+        }
+    )
+    (event,) = b.connector().parse_webhook(body.encode(), "application/x-www-form-urlencoded", {})
+    WebhookEvent.objects.create(
+        source="mailchimp",
+        connection=conn,
+        account=b.account,
+        event_type="upemail",
+        kind=event.kind,
+        contact_id=event.contact_id,
+        email=event.email,
+        body=body,
+    )
+    run = sync(conn)
+    assert run.total("created") == 0
+    assert a.by_email("before@example.com") == []
+    assert len(a.by_email("after@example.com")) == 1
+    assert "DriftSync Trash" not in a.one("after@example.com").tags
+    assert ContactLink.objects.get(connection=conn).id_b == b.one("after@example.com").id
