@@ -134,11 +134,16 @@ class HttpClient:
         ok: tuple[int, ...] = (),
         stat_key: str | None = None,
         url: str | None = None,
+        retry_ambiguous: bool = True,
     ) -> requests.Response:
         """Send one request, retrying what is worth retrying.
 
         Returns the response for 2xx (and for statuses listed in ``ok``);
-        raises a classified ``ConnectorError`` otherwise.
+        raises a classified ``ConnectorError`` otherwise. With
+        ``retry_ambiguous=False`` (a write the app does not deduplicate), a
+        failure after which the app may have done the work — a lost answer,
+        500, 502, 504 — is raised at once instead of sent again; 429, 503
+        and failures to connect are still retried.
         """
         target = url or f"{self.base_url}{path}"
         waited = 0.0
@@ -166,6 +171,10 @@ class HttpClient:
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error: ConnectorError = TransientError(f"{type(exc).__name__}: {exc}")
+                if not retry_ambiguous and not isinstance(exc, requests.ConnectTimeout):
+                    refused = isinstance(exc, requests.ConnectionError) and "refused" in str(exc)
+                    if not refused:
+                        raise error from exc
                 delay = self._backoff(attempt)
             else:
                 status = response.status_code
@@ -181,6 +190,8 @@ class HttpClient:
                 if status not in RETRY_STATUSES:
                     raise classify(status, message)
                 error = TransientError(message, status=status)
+                if not retry_ambiguous and status not in (429, 503):
+                    raise error
                 hinted = retry_after_seconds(response)
                 delay = hinted if hinted is not None else self._backoff(attempt)
             if attempt >= self.max_attempts or waited + delay > self.max_wait:

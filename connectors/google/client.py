@@ -127,9 +127,12 @@ class GoogleClient:
         return [r["person"] for r in (body or {}).get("results") or [] if r.get("person")]
 
     def batch_create(self, people: list[Person], *, read_mask: str) -> list[dict[str, Any]]:
+        # Google does not deduplicate: a create whose answer was lost may have
+        # happened, so it is never resent blindly (the next run searches first)
         response = self._batch_write(
             "/people:batchCreateContacts",
             {"contacts": [{"contactPerson": p} for p in people], "readMask": read_mask},
+            retry_ambiguous=False,
         )
         return list(response.get("createdPeople") or [])
 
@@ -142,8 +145,17 @@ class GoogleClient:
         )
         return dict(response.get("updateResult") or {})
 
-    def _batch_write(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.request("POST", path, json=body, ok=(400,), stat_key=f"POST {path}")
+    def _batch_write(
+        self, path: str, body: dict[str, Any], *, retry_ambiguous: bool = True
+    ) -> dict[str, Any]:
+        response = self.http.request(
+            "POST",
+            path,
+            json=body,
+            ok=(400,),
+            stat_key=f"POST {path}",
+            retry_ambiguous=retry_ambiguous,
+        )
         if response.status_code == 400:
             message = default_error_message(response)
             errors = _contact_errors(response)

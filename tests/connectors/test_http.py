@@ -1,0 +1,66 @@
+"""The shared HTTP layer: what it retries and what it never sends twice."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from connectors import sandbox
+from connectors.base import TransientError
+from connectors.http import HttpClient
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = sandbox.serve(keys=("google",))
+    yield srv
+    srv.stop()
+
+
+def fail_with(server, status: int) -> None:
+    requests.post(
+        f"{server.url('google')}/_sandbox/config",
+        json={"error_rate": 1.0, "error_status": status},
+        timeout=5,
+    )
+    requests.post(f"{server.url('google')}/_sandbox/stats/reset", timeout=5)
+
+
+def served(server, status: int) -> int:
+    stats = requests.get(f"{server.url('google')}/_sandbox/stats", timeout=5).json()
+    return stats.get(str(status), 0)
+
+
+def client(server) -> HttpClient:
+    http = HttpClient(sandbox.api_base_url(server, "google"), max_attempts=4)
+    http.sleep = lambda seconds: None
+    return http
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_write_the_app_does_not_deduplicate_is_never_sent_twice_after_a_lost_answer(
+    server, status
+):
+    fail_with(server, status)
+    with pytest.raises(TransientError):
+        client(server).request(
+            "POST", "/people:batchCreateContacts", json={}, retry_ambiguous=False
+        )
+    assert served(server, status) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_refusal_before_any_work_is_retried_even_for_such_a_write(server, status):
+    fail_with(server, status)
+    with pytest.raises(TransientError):
+        client(server).request(
+            "POST", "/people:batchCreateContacts", json={}, retry_ambiguous=False
+        )
+    assert served(server, status) == 4
+
+
+def test_ordinary_requests_are_retried_on_5xx(server):
+    fail_with(server, 500)
+    with pytest.raises(TransientError):
+        client(server).request("GET", "/contactGroups")
+    assert served(server, 500) == 4
