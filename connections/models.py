@@ -465,6 +465,9 @@ class ContactLink(models.Model):
     def remote_id(self, side: str) -> str | None:
         return self.id_a if side == Side.A else self.id_b
 
+    def base(self, side: str) -> dict[str, Any]:
+        return self.base_a if side == Side.A else self.base_b
+
 
 # ----------------------------------------------------------------- audit
 

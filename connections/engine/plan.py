@@ -236,8 +236,9 @@ def snapshot(contact: Contact, fields: tuple[Field, ...]) -> dict[str, Any]:
     return snap
 
 
-def is_echo(contact: Contact, link: LinkState, side: str, ctx: Context) -> bool:
-    """Nothing we track changed on this side since the last sync."""
+def is_echo(contact: Contact, link: Any, side: str, ctx: Context) -> bool:
+    """Nothing we track changed on this side since the last sync. ``link`` is
+    anything with ``base(side)``: a ``LinkState`` or the stored binding."""
     base = link.base(side)
     return bool(base) and snapshot(contact, ctx.tracked[side]) == base
 

@@ -175,7 +175,10 @@ class SyncRunner:
         self.full = full or connection.needs_full_sync
         self.a_fully_listed = False
         self.progress = progress or (lambda side, n: None)
-        self._connectors = connectors
+        self.connectors: dict[str, Connector] = connectors or {}
+        #: side B's contacts, read in full, while an initial sync matches A against them
+        self.store: dict[str, Contact] | None = None
+        self.store_by_email: dict[str, list[str]] = {}
         self.counters: dict[str, Counter[str]] = {A: Counter(), B: Counter()}
         self.processed: set[int] = set()  # link pks handled in this run
         #: trash-tag writes and their events, held until the run's end (mass-trash guard)
@@ -191,12 +194,11 @@ class SyncRunner:
 
     def _setup(self) -> None:
         conn = self.conn
-        if self._connectors is None:
-            self._connectors = {
+        if not self.connectors:
+            self.connectors = {
                 A: conn.account_a.build_connector(conn.settings_a),
                 B: conn.account_b.build_connector(conn.settings_b),
             }
-        self.connectors = self._connectors
         self.fields: dict[str, dict[str, Field]] = {}
         for side in (A, B):
             account = conn.account(side)
@@ -319,10 +321,10 @@ class SyncRunner:
 
     def _account_failed(self, exc: AuthError) -> None:
         # find which account is unusable: ask each one once more
-        for side in (A, B):
+        for side, connector in self.connectors.items():
             account = self.conn.account(side)
             try:
-                self.connector(side).check() if self._connectors else None
+                connector.check()
             except AuthError as side_exc:
                 Account.objects.filter(pk=account.pk).update(
                     status=Account.Status.NEEDS_REAUTH, status_reason=str(side_exc)[:2000]
@@ -386,21 +388,20 @@ class SyncRunner:
                 if key:
                     by_email[key].append(contact.id)
             cursor_b = page.cursor
-        self.store = store
-        self.store_by_email = by_email
+        self.store, self.store_by_email = store, by_email
         cursor_a = self._start_cursor(A)
         self.a_fully_listed = cursor_a is None
         for page in self.connector(A).changes(cursor_a, full=cursor_a is None):
-            self._process(A, page.contacts, cursor=page.cursor, counterpart_store=True)
+            self._process(A, page.contacts, cursor=page.cursor)
         leftovers = list(store.values())
         batch = max(self.connector(A).write_batch_size, 100)
         for start in range(0, len(leftovers), batch):
             chunk = leftovers[start : start + batch]
             last = start + batch >= len(leftovers)
-            self._process(B, chunk, cursor=cursor_b if last else None, counterpart_store=True)
+            self._process(B, chunk, cursor=cursor_b if last else None)
         if not leftovers:
             self._commit_cursor(B, cursor_b)
-        del self.store, self.store_by_email
+        self.store, self.store_by_email = None, {}
 
     def _follow_email_changes(self) -> None:
         """An app that keys contacts by email (Mailchimp: the id is the hash
@@ -499,7 +500,6 @@ class SyncRunner:
         contacts: list[Contact],
         *,
         cursor: str | None,
-        counterpart_store: bool = False,
         inbox_upto: int | None = None,
     ) -> None:
         target = other(source)
@@ -519,9 +519,8 @@ class SyncRunner:
         for contact in contacts:
             link = links.get(contact.id)
             if link is not None:
-                if link.pk in self.processed and is_echo(
-                    contact, link_state(link), source, self.ctx
-                ):
+                echo = is_echo(contact, link, source, self.ctx)
+                if echo and link.pk in self.processed:
                     continue
                 if link.status in (LinkStatus.DELETED_A, LinkStatus.DELETED_B):
                     continue  # never re-created, never synced again
@@ -529,7 +528,7 @@ class SyncRunner:
                     not contact.deleted
                     and link.remote_id(target)
                     and link.status in (LinkStatus.IN_SYNC, LinkStatus.UNSUBSCRIBED)
-                    and is_echo(contact, link_state(link), source, self.ctx)
+                    and echo
                 ):
                     self.counters[source]["unchanged"] += 1
                     if not self.full:
@@ -551,7 +550,7 @@ class SyncRunner:
         # counterparts of bound contacts, by id
         counterparts: dict[str, Contact] = {}
         if need_counterpart:
-            counterparts = self._fetch(target, list(need_counterpart), counterpart_store)
+            counterparts = self._fetch(target, list(need_counterpart))
         for target_id, sources in need_counterpart.items():
             for contact in sources:
                 link = links[contact.id]
@@ -560,13 +559,13 @@ class SyncRunner:
                     peer = Contact(id=target_id, deleted=True)
                 self._plan(link, source, contact, peer, pending)
         # unbound contacts: duplicates on this side, then match by email
-        self._match(source, unlinked, links, pending, events, counterpart_store)
+        self._match(source, unlinked, links, pending, events)
         self._apply(pending, events, source, cursor, inbox_upto)
 
-    def _fetch(self, side: str, ids: list[str], use_store: bool) -> dict[str, Contact]:
+    def _fetch(self, side: str, ids: list[str]) -> dict[str, Contact]:
         found: dict[str, Contact] = {}
         missing = ids
-        if use_store and side == B and hasattr(self, "store"):
+        if side == B and self.store is not None:
             missing = []
             for cid in ids:
                 contact = self.store.pop(cid, None)
@@ -585,7 +584,6 @@ class SyncRunner:
         links: dict[str, ContactLink],
         pending: list[Pending],
         events: list[SyncEvent],
-        use_store: bool,
     ) -> None:
         if not contacts:
             return
@@ -629,13 +627,13 @@ class SyncRunner:
                 continue
             lookup.append(key)
         found: dict[str, list[Contact]] = {}
-        if use_store and source == A and hasattr(self, "store"):
+        if source == A and self.store is not None:
             for key in lookup:
                 found[key] = [
                     self.store[i] for i in self.store_by_email.get(key, []) if i in self.store
                 ]
             self.connector(target).searched(k for k in lookup if not found[k])
-        elif use_store and source == B and self.a_fully_listed and hasattr(self, "store"):
+        elif source == B and self.store is not None and self.a_fully_listed:
             found = {}  # A was listed in full in this run: nothing more to find there
             self.connector(target).searched(lookup)
         elif lookup:
@@ -650,7 +648,7 @@ class SyncRunner:
                     adopt[key] = link
                     adopted_ids.append(link.remote_id(target))
                     break
-        adopted = self._fetch(target, adopted_ids, use_store) if adopted_ids else {}
+        adopted = self._fetch(target, adopted_ids) if adopted_ids else {}
         for key, group in by_email.items():
             if not group:
                 continue
@@ -667,7 +665,7 @@ class SyncRunner:
                     peer = candidates[0]
                     for extra in candidates[1:]:
                         self._duplicate(target, extra, None, None, events, first=peer)
-                    if use_store and hasattr(self, "store"):
+                    if self.store is not None:
                         for c in candidates:
                             self.store.pop(c.id, None)
             self._plan(link, source, contact, peer, pending)
