@@ -131,9 +131,9 @@ class Account(models.Model):
             try:
                 fresh = refresher(current)
             except AuthError as exc:
-                Account.objects.filter(pk=self.pk).update(
-                    status=Account.Status.NEEDS_REAUTH, status_reason=str(exc)[:2000]
-                )
+                from .actions import mark_account_needs_reauth
+
+                mark_account_needs_reauth(self, str(exc))
                 raise
             Account.objects.filter(pk=self.pk).update(credentials=fresh.to_dict())
         self.credentials = fresh.to_dict()
