@@ -248,6 +248,9 @@ class Connection(models.Model):
     run_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     #: the worker holding the run (lock row); see ``connections.locking``
     running_since = models.DateTimeField(null=True, blank=True, editable=False)
+    #: the holder's last sign of life; a claim whose heartbeat stopped is free
+    #: again after ``locking.stale_after()``
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
