@@ -213,6 +213,36 @@ def test_sync_needs_a_connection(db: None) -> None:
         sync("nope")
 
 
+def test_an_unknown_connection_name_lists_the_valid_ones(
+    make_connection: Callable[..., Connection],
+) -> None:
+    first = make_connection(name="Drift to HubSpot")
+    second = make_connection(name="Google to Mailchimp")
+    with pytest.raises(CommandError) as caught:
+        sync("Drift to Hubspot")
+    message = str(caught.value)
+    assert f"{first.pk} 'Drift to HubSpot'" in message
+    assert f"{second.pk} 'Google to Mailchimp'" in message
+
+
+@pytest.mark.integration
+def test_sync_all_fails_when_a_connection_is_in_error_and_says_so_once(
+    conn: Connection, make_connection: Callable[..., Connection]
+) -> None:
+    broken = make_connection(
+        state=Connection.State.ERROR, state_reason="Mailchimp: no audience", name="broken"
+    )
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("sync", "--all", stdout=out, stderr=err)
+    assert str(caught.value) == '1 of 2 connections did not sync: "broken" (the reasons are above).'
+    said = out.getvalue() + err.getvalue() + str(caught.value)
+    assert said.count("Mailchimp: no audience") == 1
+    assert f'"broken" (#{broken.pk}) is in error: not run.' in err.getvalue()
+    # the healthy connection still ran
+    assert list(SyncRun.objects.values_list("connection", flat=True)) == [conn.pk]
+
+
 def test_manage_py_sync_exits_non_zero_on_failure(tmp_path: Path) -> None:
     env = {
         **os.environ,

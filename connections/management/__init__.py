@@ -20,5 +20,10 @@ def resolve_connections(label: str | None, *, all_: bool) -> list[Connection]:
     if found is None and label.isdigit():
         found = queryset.filter(pk=int(label)).first()
     if found is None:
-        raise CommandError(f"No connection with id or name {label!r}.")
+        known = [f"{pk} {name!r}" for pk, name in queryset.order_by("pk").values_list("pk", "name")]
+        listing = "; ".join(known[:50]) + (f"; … {len(known) - 50} more" if len(known) > 50 else "")
+        raise CommandError(
+            f"No connection with id or name {label!r}. "
+            + (f"The connections are: {listing}." if known else "There are no connections yet.")
+        )
     return [found]

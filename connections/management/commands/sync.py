@@ -64,8 +64,9 @@ class Command(BaseCommand):
         "CONNECTION is a connection's id or name; --all runs every active connection in turn. "
         "The run takes the connection's database claim like a worker does: when another run "
         "holds it the command says so and fails, or waits with --wait. Paused connections and "
-        "those needing re-authorization are not run. Exit status is 1 when a run failed, the "
-        "connection was busy, or it could not run."
+        "those needing re-authorization or in error are not run. Exit status is 1 when a run "
+        "failed, a connection was busy, or it could not run (with --all: any connection that "
+        "needs re-authorization or is in error; paused ones are skipped on purpose)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -96,15 +97,33 @@ class Command(BaseCommand):
         connections = resolve_connections(options["connection"], all_=options["all"])
         user = self._user(options["user"])
         tty = self.stdout.isatty()
+        every = options["all"]
         problems: list[str] = []
+        failed: list[Connection] = []
+
+        def problem(conn: Connection, message: str) -> None:
+            # said once: as it happens with --all (the closing error only
+            # counts), or as the closing error alone for one connection
+            problems.append(message)
+            failed.append(conn)
+            if every:
+                self.stderr.write(message)
+
         for conn in connections:
             if conn.state != Connection.State.ACTIVE:
-                message = f'"{conn}" (#{conn.pk}) is {conn.get_state_display().lower()}: not run.'
-                if options["all"]:
+                what = {
+                    Connection.State.PAUSED: "is paused",
+                    Connection.State.NEEDS_REAUTH: "needs re-authorization",
+                    Connection.State.ERROR: "is in error",
+                }.get(conn.state, f"is {conn.get_state_display().lower()}")
+                message = f'"{conn}" (#{conn.pk}) {what}: not run.'
+                if every and conn.state == Connection.State.PAUSED:
+                    # paused on purpose: --all means every active connection
                     self.stdout.write(f"Skipped {message}")
                     continue
-                problems.append(message)
-                self.stderr.write(message)
+                if conn.state_reason and conn.state != Connection.State.PAUSED:
+                    message = f"{message} {conn.state_reason}"
+                problem(conn, message)
                 continue
             self.stdout.write(
                 f'Syncing "{conn}" (#{conn.pk}): {conn.account_a} ↔ {conn.account_b}'
@@ -116,16 +135,22 @@ class Command(BaseCommand):
                 runs = self._run(conn, user, options, progress)
             except (ConnectionBusy, ConnectionNotActive, Connection.DoesNotExist) as exc:
                 progress.done()
-                problems.append(str(exc))
-                self.stderr.write(f"  {exc}")
+                problem(conn, str(exc))
                 continue
             progress.done()
             for run in runs:
                 self._summary(conn, run)
                 if run.status == SyncRun.Status.FAILED:
-                    problems.append(f'run #{run.pk} of "{conn}" failed')
-        if problems:
+                    problem(conn, f'run #{run.pk} of "{conn}" failed')
+        if not problems:
+            return
+        if not every:
             raise CommandError("; ".join(problems))
+        names = ", ".join(dict.fromkeys(f'"{c}"' for c in failed))
+        raise CommandError(
+            f"{len(set(failed))} of {len(connections)} connections did not sync: {names} "
+            "(the reasons are above)."
+        )
 
     def _run(
         self, conn: Connection, user: Any, options: dict[str, Any], progress: Progress
