@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SANDBOX_PORT ?= 8700
 
 .PHONY: setup run test lint format migrate clean bench
 
@@ -20,8 +21,16 @@ $(STAMP): requirements.txt
 migrate: setup
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 
-run: migrate
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py demo --host $(HOST) --port $(PORT)
+# development defaults for `make run` and the manage.py commands run beside it;
+# git-ignored, made once. Production sets its own variables (see .env.example)
+# and refuses to start without SECRET_KEY and CREDENTIALS_KEY.
+.env:
+	@printf '# made by `make run` for this checkout: development defaults (DEBUG=true).\n# Not for production: see .env.example.\nDEBUG=true\nSECRET_KEY=%s\n' \
+		"$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > $@
+	@echo "wrote .env (development defaults for manage.py commands in this checkout)"
+
+run: .env migrate
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py demo --host $(HOST) --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

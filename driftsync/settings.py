@@ -220,6 +220,8 @@ Q_CLUSTER = {
     "save_limit": env.int("Q_SAVE_LIMIT", default=1000),
     "poll": env.float("Q_POLL", default=0.5),
     "label": "Task queue",
+    # INFO logs a few lines a second while idle; the demo runs it at WARNING
+    "log_level": env.str("Q_LOG_LEVEL", default="INFO"),
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.accounts import refresh_account
 from connections.config import apply_defaults, option_support
@@ -66,6 +67,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         host, port = opts["host"], opts["port"]
         public = f"http://{host}:{port}"
+        # before anything starts: a busy port is said plainly, with the way out
+        if not opts["no_servers"]:
+            check_port(host, port, "web server", "PORT")
+        check_port("127.0.0.1", opts["sandbox_port"], "sandbox APIs", "SANDBOX_PORT")
         os.environ.setdefault("DRIFT_VERIFICATION_TOKEN", DEMO_VERIFICATION)
         server = sandbox.serve("127.0.0.1", opts["sandbox_port"], tokens=(DEMO_TOKEN,))
         seed_demo(server)
@@ -88,6 +93,8 @@ class Command(BaseCommand):
             "DRIFT_VERIFICATION_TOKEN": DEMO_VERIFICATION,
             "DEBUG": "true",
             "PUBLIC_URL": public,
+            # the task cluster's chatter would scroll the banner away
+            "Q_LOG_LEVEL": os.environ.get("Q_LOG_LEVEL", "WARNING"),
         }
         manage = [sys.executable, "manage.py"]
         children = [
@@ -98,6 +105,12 @@ class Command(BaseCommand):
             enqueue_sync(conn, trigger=SyncRun.Trigger.MANUAL)
 
         stop = threading.Event()
+        try:
+            wait_until_answering(f"{public}/admin/login/", children)
+        except CommandError:
+            stop_children(children)
+            server.stop()
+            raise
         if opts["life_interval"] > 0:
             threading.Thread(
                 target=self.life, args=(server, public, opts["life_interval"], stop), daemon=True
@@ -119,27 +132,24 @@ class Command(BaseCommand):
             stop.set()
 
         signal.signal(signal.SIGTERM, shutdown)
+        crashed = False
         try:
             while not stop.is_set():
                 if any(child.poll() is not None for child in children):
                     self.stderr.write("a server process stopped; shutting down")
+                    crashed = True
                     break
                 stop.wait(0.5)
         except KeyboardInterrupt:
             pass
         finally:
             stop.set()
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            for child in children:
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            stop_children(children)
             server.stop()
             self.stdout.write("stopped")
             self.stdout.flush()
+        if crashed:
+            raise CommandError("driftsync stopped because a server process failed (see above).")
 
     # ------------------------------------------------------------------ setup
 
@@ -265,3 +275,41 @@ def sandbox_name(key: str) -> str:
         "mailchimp": "Mailchimp",
         "hubspot": "HubSpot",
     }[key]
+
+
+def check_port(host: str, port: int, what: str, variable: str) -> None:
+    """Refuse to start when something already listens on ``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"Port {port} on {host} (for the {what}) is in use: {exc.strerror}. "
+                f"Stop what uses it, or choose another port: make run {variable}={port + 1}"
+            ) from None
+
+
+def wait_until_answering(url: str, children: list[subprocess.Popen], seconds: float = 60) -> None:
+    """The banner is printed only once the web server answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise CommandError("a server process stopped while starting (see above).")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise CommandError(f"the web server did not answer at {url} within {seconds:.0f} s.")
+
+
+def stop_children(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
