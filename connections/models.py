@@ -626,6 +626,10 @@ class WebhookEvent(models.Model):
     event_type = models.CharField(max_length=60, blank=True)
     kind = models.CharField(max_length=20, blank=True, help_text="identified / updated / ...")
     contact_id = models.CharField(max_length=200, blank=True)
+    #: an email change in an app that keys contacts by email: the contact's new id
+    new_contact_id = models.CharField(
+        max_length=200, blank=True, help_text="email_changed: the contact's id after the change"
+    )
     email = models.CharField(max_length=320, blank=True, db_index=True)
     body = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)

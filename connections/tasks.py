@@ -29,9 +29,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from . import locking, schedules
+from . import locking, schedules, webhooks
 from .engine.run import run_connection
-from .models import Connection, SyncRun, WebhookEvent
+from .models import Connection, SyncRun
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,7 @@ def run_claimed(
                     conn, trigger=trigger, user=user, dry_run=dry_run, full=full, progress=heartbeat
                 )
                 runs.append(run)
-                if not run.dry_run and run.status != SyncRun.Status.FAILED:
-                    # Mailchimp deliveries are per connection: this run read their changes
-                    WebhookEvent.objects.filter(
-                        connection_id=connection_id,
-                        status=WebhookEvent.Status.RECEIVED,
-                        received_at__lte=run.started_at,
-                    ).update(status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now())
+                webhooks.mark_read(run)
                 # the follow-up run covers what arrived during this one, with the same
                 # trigger and user; ``full`` was for this run only (a coalesced full
                 # request went into needs_full_sync)

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from .webhooks import WebhookApp
+
 T = TypeVar("T")
 
 
@@ -303,6 +305,9 @@ class Connector(ABC):
     oauth_provider: ClassVar[str] = ""
     #: label for the pasted credential ("API key", "Private app token")
     paste_label: ClassVar[str] = "Access token"
+    #: how the app's webhooks are verified, parsed and routed
+    #: (``connectors/<app>/webhooks.py``); None: the app sends none
+    webhooks: ClassVar[WebhookApp | None] = None
 
     def __init__(
         self,

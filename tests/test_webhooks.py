@@ -18,6 +18,7 @@ from connections.accounts import refresh_account
 from connections.config import apply_defaults
 from connections.models import Account, Connection, WebhookEvent
 from connections.tasks import run_sync
+from connectors.mailchimp.client import subscriber_hash
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
 
@@ -436,3 +437,46 @@ def test_a_paused_connection_stores_the_delivery_but_queues_nothing(
     assert post_form(client, mailchimp_url(mailchimp_connection), body).status_code == 200
     assert WebhookEvent.objects.get().status == WebhookEvent.Status.RECEIVED
     assert queued == []
+
+
+def test_a_mailchimp_email_change_is_stored_with_the_members_new_id(
+    client: Client, mailchimp_connection: Connection, queued: list
+) -> None:
+    body = (
+        "type=upemail&fired_at=2009-03-26+22%3A15%3A09&data%5Blist_id%5D=a1b2c3d4e5"
+        "&data%5Bnew_email%5D=api%2Bnew%40mailchimp.com&data%5Bold_email%5D=api%2Bold%40mailchimp.com"
+    )
+    assert post_form(client, mailchimp_url(mailchimp_connection), body).status_code == 200
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.kind) == ("received", "email_changed")
+    assert event.contact_id == subscriber_hash("api+old@mailchimp.com")
+    assert event.new_contact_id == subscriber_hash("api+new@mailchimp.com")
+    assert event.email == "api+new@mailchimp.com"
+
+
+def test_a_nul_byte_is_stored_escaped(
+    client: Client, mailchimp_connection: Connection, queued: list
+) -> None:
+    post_form(client, mailchimp_url(mailchimp_connection), "type=profile&\x00")
+    event = WebhookEvent.objects.get()
+    assert event.status == WebhookEvent.Status.REJECTED
+    assert "\x00" not in event.body
+    assert "\\x00" in event.body
+
+
+def test_email_changes_stored_before_the_new_field_get_their_new_id(
+    mailchimp_connection: Connection,
+) -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("connections.migrations.0003_webhookevent_new_contact_id")
+    body = fixture("mailchimp_profile.txt").replace("type=profile", "type=upemail")
+    body += "&data%5Bnew_email%5D=new%40example.com&data%5Bold_email%5D=old%40example.com"
+    row = WebhookEvent.objects.create(
+        source="mailchimp", connection=mailchimp_connection, kind="email_changed", body=body
+    )
+    migration.backfill_new_contact_ids(apps, None)
+    row.refresh_from_db()
+    assert row.new_contact_id == subscriber_hash("new@example.com")

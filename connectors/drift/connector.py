@@ -9,7 +9,6 @@ Several Drift contacts may share an email; lookups return them oldest first.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -38,6 +37,8 @@ from ..base import (
     parse_iso_datetime,
 )
 from ..http import HttpClient, oauth_app_credentials, oauth_refresh
+from ..webhooks import Delivery, WebhookRejected
+from . import webhooks as drift_webhooks
 from .client import DEFAULT_BASE_URL, TOKEN_PATH, DriftClient, Record
 
 ATTRIBUTE_TYPES: dict[str, FieldType] = {
@@ -69,12 +70,6 @@ BASE_FIELDS: tuple[Field, ...] = (
     Field("start_date", "Start date", FieldType.DATETIME, read_only=True),
 )
 
-WEBHOOK_KINDS = {
-    "contact_identified": "identified",
-    "contact_updated": "updated",
-    "user_unsubscribed": "unsubscribed",
-}
-
 
 class DriftConnector(Connector):
     key = "drift"
@@ -89,6 +84,7 @@ class DriftConnector(Connector):
         batch_writes=False,
         custom_fields=True,
     )
+    webhooks = drift_webhooks.WEBHOOKS
     # Drift writes one contact per request and cannot list
     page_size = 1
     write_batch_size = 1
@@ -392,66 +388,23 @@ class DriftConnector(Connector):
 
     # -- webhooks ---------------------------------------------------------
 
-    @staticmethod
-    def webhook_payload(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-        if isinstance(body, Mapping):
-            payload: Any = dict(body)
-        else:
-            try:
-                payload = json.loads(body or b"")
-            except ValueError as exc:
-                raise PermanentError(f"Drift webhook body is not JSON: {exc}") from exc
-        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            raise PermanentError('Drift webhook body is not an object with a "type"')
-        return payload
-
-    @staticmethod
-    def webhook_token(
-        body: bytes | str | Mapping[str, Any], headers: Mapping[str, str]
-    ) -> tuple[str, str]:
-        """The verification token in the body and in ``X-Verification-Token``:
-        the caller rejects a delivery where they differ from the app's."""
-        payload = DriftConnector.webhook_payload(body)
-        header = next((v for k, v in headers.items() if k.lower() == "x-verification-token"), "")
-        return str(payload.get("token") or ""), str(header or "")
-
-    @staticmethod
-    def webhook_org_id(body: bytes | str | Mapping[str, Any]) -> str | None:
-        """One Drift app URL serves every org that installed it: this says whose."""
-        payload = DriftConnector.webhook_payload(body)
-        data = payload.get("data")
-        org = payload.get("orgId")
-        if org in (None, "") and isinstance(data, dict):
-            org = data.get("orgId")
-        return str(org) if org not in (None, "") else None
-
     def parse_webhook(
         self, body: bytes, content_type: str, headers: dict[str, str]
     ) -> list[InboxEvent]:
-        payload = self.webhook_payload(body)
-        kind = WEBHOOK_KINDS.get(payload["type"])
-        if kind is None:
-            return []  # the app's URL also receives conversation events
-        data = payload.get("data")
-        if not isinstance(data, dict):
-            raise PermanentError(f"Drift {payload['type']} webhook without a data object")
-        occurred = _epoch_or_none(payload.get("createdAt") or data.get("timestamp"))
-        if kind == "updated":
-            contact_id = data.get("endUserId") or data.get("id")
-            if contact_id in (None, ""):
-                raise PermanentError("Drift contact_updated webhook without an endUserId")
-            email = None
-            for change in data.get("diff") or []:
-                if isinstance(change, dict) and change.get("name") == "attributes.email":
-                    email = clean_text(change.get("updated"))
-            return [InboxEvent("updated", str(contact_id), email, occurred_at=occurred)]
-        if "id" not in data:
-            raise PermanentError(f"Drift {payload['type']} webhook without a contact id")
-        contact = self.to_contact(data) if "attributes" in data else None
-        if contact is not None and kind == "unsubscribed":
-            contact.unsubscribed = True
-        email = contact.email if contact else clean_text(data.get("email"))
-        return [InboxEvent(kind, str(data["id"]), email, contact=contact, occurred_at=occurred)]
+        delivery = Delivery(body, content_type, headers)
+        try:
+            parsed = drift_webhooks.parse(delivery, self.settings)
+        except WebhookRejected as exc:
+            raise PermanentError(exc.reason) from exc
+        events = []
+        for event in parsed.events:
+            contact = self.to_contact(dict(event.record)) if event.record is not None else None
+            if contact is not None and event.unsubscribed:
+                contact.unsubscribed = True
+            events.append(
+                InboxEvent(event.kind, event.contact_id, event.email, contact, event.occurred_at)
+            )
+        return events
 
 
 def _age(contact: Contact) -> tuple[float, int, str]:

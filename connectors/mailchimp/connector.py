@@ -27,7 +27,6 @@ import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
 
 from ..base import (
     FULL_NAME_KEY,
@@ -58,6 +57,8 @@ from ..base import (
     normalize_email,
     parse_iso_datetime,
 )
+from ..webhooks import Delivery, WebhookRejected
+from . import webhooks as mailchimp_webhooks
 from .client import (
     AUTHORIZE_URL,
     MAX_BATCH,
@@ -72,6 +73,8 @@ from .client import (
 
 EMAIL_KEY = "email_address"
 STATUS_KEY = "status"
+#: the member status a webhook event type implies
+WEBHOOK_STATUS = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "cleaned": "cleaned"}
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 NEW_MEMBER_STATUSES = ("subscribed", "pending", "transactional")
 
@@ -184,6 +187,7 @@ class MailchimpConnector(Connector):
         batch_writes=True,
         custom_fields=True,
     )
+    webhooks = mailchimp_webhooks.WEBHOOKS
     default_base_url = "https://{dc}.api.mailchimp.com/3.0"
     page_size = MAX_COUNT
     write_batch_size = MAX_BATCH
@@ -727,66 +731,37 @@ class MailchimpConnector(Connector):
     def parse_webhook(
         self, body: bytes, content_type: str, headers: dict[str, str]
     ) -> list[InboxEvent]:
-        """Mailchimp POSTs form-encoded ``type``, ``fired_at`` and ``data[...]``
-        fields (no signature: the URL carries the secret)."""
-        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        kind = form.get("type", "")
-        audience = str(self.settings.get("audience") or "")
-        if audience and form.get("data[list_id]") and form["data[list_id]"] != audience:
-            return []
-        fired = form.get("fired_at")
-        occurred = None
-        if fired:
-            try:
-                occurred = dt.datetime.strptime(fired, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
-            except ValueError:
-                occurred = parse_iso_datetime(fired)
-        if kind == "upemail":
-            old, new = form.get("data[old_email]"), form.get("data[new_email]")
-            if not new:
-                return []
-            contact = Contact(
-                id=subscriber_hash(new),
-                email=new,
-                fields={EMAIL_KEY: new},
-            )
-            # contact_id is the id the engine knows (the old email's hash)
-            old_id = subscriber_hash(old) if old else contact.id
-            return [InboxEvent("email_changed", old_id, new, contact, occurred)]
-        email = form.get("data[email]") or form.get("data[merges][EMAIL]")
-        if not email or kind not in ("subscribe", "unsubscribe", "profile", "cleaned"):
-            return []
-        fields: dict[str, Any] = {EMAIL_KEY: email}
-        prefix = "data[merges]["
-        for name, value in form.items():
-            if name.startswith(prefix) and name.endswith("]"):
-                tag = name[len(prefix) : -1]
-                if tag and "][" not in tag and tag not in ("EMAIL", "INTERESTS"):
+        """The deliveries ``mailchimp.webhooks`` parses, as contacts."""
+        try:
+            parsed = mailchimp_webhooks.parse(Delivery(body, content_type, headers), self.settings)
+        except WebhookRejected as exc:
+            raise PermanentError(exc.reason) from exc
+        events = []
+        for event in parsed.events:
+            email = event.email or ""
+            if event.kind == "email_changed":
+                contact_id = event.new_contact_id or event.contact_id
+                contact = Contact(id=contact_id, email=email, fields={EMAIL_KEY: email})
+            else:
+                fields: dict[str, Any] = {EMAIL_KEY: email}
+                for tag, value in (event.record or {}).items():
                     fields[tag] = self._read_value(tag, value)
-        status = {
-            "subscribe": "subscribed",
-            "unsubscribe": "unsubscribed",
-            "cleaned": "cleaned",
-        }.get(kind)
-        deleted = kind == "unsubscribe" and form.get("data[action]") == "delete"
-        if deleted:
-            status = "archived"
-        if status:
-            fields[STATUS_KEY] = status
-        contact = Contact(
-            id=subscriber_hash(email),
-            email=email,
-            fields=fields,
-            deleted=deleted,
-            unsubscribed=kind == "unsubscribe" and not deleted,
-        )
-        event_kind = {
-            "subscribe": "identified",
-            "unsubscribe": "updated" if deleted else "unsubscribed",
-            "profile": "profile",
-            "cleaned": "updated",
-        }[kind]
-        return [InboxEvent(event_kind, contact.id, email, contact, occurred)]
+                status = WEBHOOK_STATUS.get(parsed.event_type)
+                if event.deleted:
+                    status = "archived"
+                if status:
+                    fields[STATUS_KEY] = status
+                contact = Contact(
+                    id=event.contact_id,
+                    email=email,
+                    fields=fields,
+                    deleted=event.deleted,
+                    unsubscribed=event.unsubscribed,
+                )
+            events.append(
+                InboxEvent(event.kind, event.contact_id, email, contact, event.occurred_at)
+            )
+        return events
 
 
 # ---------------------------------------------------------------- cursors

@@ -22,10 +22,12 @@ from connectors.base import (
     PermanentError,
     Semantic,
 )
+from connectors.drift import webhooks as drift_webhooks
 from connectors.drift.connector import DriftConnector
 from connectors.registry import default_mappings
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.webhooks import Delivery
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 PASTED_TOKEN = "drift-installed-app-token"
@@ -457,16 +459,6 @@ def test_a_malformed_webhook_is_a_permanent_error(drift: DriftConnector, body: b
         drift.parse_webhook(body, "application/json", {})
 
 
-def test_webhook_helpers_expose_the_tokens_and_the_org(drift: DriftConnector) -> None:
-    body = load("contact_identified.json")
-    assert DriftConnector.webhook_token(body, {"x-verification-token": "vtok-123"}) == (
-        "vtok-123",
-        "vtok-123",
-    )
-    assert DriftConnector.webhook_token(body, {}) == ("vtok-123", "")
-    assert DriftConnector.webhook_org_id(body) == "1234"
-
-
 def test_sandbox_webhooks_round_trip_through_the_parser(
     drift: DriftConnector, sandbox: Control
 ) -> None:
@@ -486,7 +478,7 @@ def test_sandbox_webhooks_round_trip_through_the_parser(
     for delivery in deliveries:
         assert delivery["headers"]["X-Verification-Token"] == "vt"
         raw = json.dumps(delivery["json"]).encode()
-        assert DriftConnector.webhook_token(raw, delivery["headers"]) == ("vt", "vt")
+        drift_webhooks.verify(Delivery(raw, "application/json", delivery["headers"]), "vt")
         events += drift.parse_webhook(raw, "application/json", delivery["headers"])
     assert [(e.kind, e.contact_id) for e in events] == [
         ("identified", contact_id),

@@ -271,6 +271,7 @@ def test_an_email_changed_in_mailchimp_keeps_its_binding_through_the_webhook(app
         event_type="upemail",
         kind=event.kind,
         contact_id=event.contact_id,
+        new_contact_id=event.contact.id,
         email=event.email,
         body=body,
     )

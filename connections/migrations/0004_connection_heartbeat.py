@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0002_full_sync_started'),
+        ('connections', '0003_webhookevent_new_contact_id'),
     ]
 
     operations = [
