@@ -52,21 +52,10 @@ from ..models import (
     SyncRun,
     WebhookEvent,
 )
-from .plan import (
-    A,
-    B,
-    Context,
-    LinkState,
-    MappingSpec,
-    Options,
-    PairPlan,
-    SideWrite,
-    is_echo,
-    other,
-    plan_pair,
-    snapshot,
-)
+from .context import A, B, Context, MappingSpec, Options, other
+from .plan import plan_pair
 from .rules import ActionSpec, ConditionSpec, RuleSpec
+from .state import LinkState, PairPlan, SideWrite, is_echo, snapshot
 from .types import effective_flows, parse_value
 
 log = logging.getLogger(__name__)
