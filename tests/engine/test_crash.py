@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connections.engine.run import SyncRunner, run_connection
+from connections.engine.writer import LiveWriter
 from connections.models import ContactLink, LinkStatus, SyncRun
 from connectors import sandbox
 
@@ -46,36 +47,36 @@ def connectors(google: App, hubspot: App):
 
 
 def crash_on_second_page(monkeypatch, where: str, conns) -> None:
-    calls = {"apply": 0}
-    original_apply = SyncRunner._apply
+    calls = {"batch": 0}
+    original_batch = SyncRunner.sync_batch
 
-    def apply(self, pending, events, source, cursor, inbox_upto=None):
-        calls["apply"] += 1
-        if where == "next page" and calls["apply"] == 3:
+    def sync_batch(self, batch):
+        calls["batch"] += 1
+        if where == "next page" and calls["batch"] == 3:
             raise Crash("killed before the third page")
-        return original_apply(self, pending, events, source, cursor, inbox_upto)
+        return original_batch(self, batch)
 
-    monkeypatch.setattr(SyncRunner, "_apply", apply)
+    monkeypatch.setattr(SyncRunner, "sync_batch", sync_batch)
     target = conns["b"]
     original_write = target.write_contacts
 
     def write(writes):
-        if calls["apply"] == 2 and where == "before write":
+        if calls["batch"] == 2 and where == "before write":
             raise Crash("killed after planning, before the create was sent")
         results = original_write(writes)
-        if calls["apply"] == 2 and where == "after write":
+        if calls["batch"] == 2 and where == "after write":
             raise Crash("killed after the create, before the link was committed")
         return results
 
     monkeypatch.setattr(target, "write_contacts", write)
-    original_cursor = SyncRunner._commit_cursor
+    original_cursor = LiveWriter.commit_cursor
 
-    def save_cursor(self, side, cursor):
-        if calls["apply"] == 2 and where == "during commit":
+    def commit_cursor(self, conn, side, cursor):
+        if calls["batch"] == 2 and where == "during commit":
             raise Crash("killed inside the commit of links, events and cursor")
-        return original_cursor(self, side, cursor)
+        return original_cursor(self, conn, side, cursor)
 
-    monkeypatch.setattr(SyncRunner, "_commit_cursor", save_cursor)
+    monkeypatch.setattr(LiveWriter, "commit_cursor", commit_cursor)
 
 
 @pytest.mark.parametrize(

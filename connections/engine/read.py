@@ -1,0 +1,190 @@
+"""Reading: the batches a run syncs, from cursor pages, a full read of both
+sides, the Drift webhook inbox, and the contacts due for a retry.
+
+Each side reports changes since a cursor kept on the connection; every
+batch carries the cursor that resumes after it, saved with the batch's
+results (``record``), so a crash redoes at most one batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db.models import Q
+from django.utils import timezone
+
+from connectors.base import Connector, ConnectorError, normalize_email
+
+from ..models import Connection, ContactLink, LinkStatus, WebhookEvent
+from .batch import Batch
+from .context import A, B, Context
+from .store import Counterparts, InitialSyncStore
+
+INBOX_PAGE = 200
+INBOX_SETTLE = dt.timedelta(seconds=10)
+
+
+class Reader:
+    def __init__(
+        self,
+        conn: Connection,
+        connectors: dict[str, Connector],
+        ctx: Context,
+        *,
+        full: bool,
+        fresh_full: bool,
+    ) -> None:
+        self.conn = conn
+        self.connectors = connectors
+        self.ctx = ctx
+        self.full = full
+        self.fresh_full = fresh_full
+        self.remote = Counterparts(connectors)
+
+    def listable(self, side: str) -> bool:
+        return self.connectors[side].capabilities.list_changes
+
+    def batches(self) -> Iterator[Batch]:
+        """Every side's changes, side A first; an initial sync of two listable
+        sides reads B in full first (``full_both``)."""
+        if self.full and self.listable(A) and self.listable(B):
+            yield from self.full_both()
+            return
+        for side in (A, B):
+            if self.listable(side):
+                cursor = self.start_cursor(side)
+                for page in self.connectors[side].changes(cursor, full=self.full and not cursor):
+                    yield Batch(side, page.contacts, self.remote, cursor=page.cursor)
+            else:
+                yield from self.inbox(side)
+
+    def start_cursor(self, side: str) -> str | None:
+        """Where this run's read of a listable ``side`` starts: the beginning for
+        a fresh full sync, else the saved cursor (for a full sync a crash
+        interrupted, the page after the last one committed)."""
+        if self.fresh_full:
+            return None
+        return self.conn.cursor(side) or None
+
+    def full_both(self) -> Iterator[Batch]:
+        """Initial sync: B into memory, A matched against it, B's rest after."""
+        store = InitialSyncStore(self.connectors, self.ctx.keys_read(B))
+        cursor_b: str | None = None
+        for page in self.connectors[B].changes(None, full=True):
+            for contact in page.contacts:
+                if not contact.deleted:
+                    store.add(contact)
+            cursor_b = page.cursor
+        cursor_a = self.start_cursor(A)
+        store.a_fully_listed = cursor_a is None
+        for page in self.connectors[A].changes(cursor_a, full=cursor_a is None):
+            yield Batch(A, page.contacts, store, cursor=page.cursor)
+        leftovers = store.leftovers()
+        size = max(self.connectors[A].write_batch_size, 100)
+        for start in range(0, len(leftovers), size):
+            last = start + size >= len(leftovers)
+            chunk = leftovers[start : start + size]
+            yield Batch(B, chunk, store, cursor=cursor_b if last else None)
+        if not leftovers:
+            yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
+
+    def inbox(self, side: str) -> Iterator[Batch]:
+        """Drift: contacts come in through its webhooks, stored in the inbox.
+
+        The saved cursor trails the newest deliveries by ``INBOX_SETTLE``: on
+        PostgreSQL a delivery can commit after one with a higher id, and a
+        cursor at the newest id would skip it. Rereading a recent delivery is
+        harmless: the contact is fetched fresh and planned against the base.
+        """
+        account = self.conn.account(side)
+        try:
+            last = int(self.conn.cursor(side) or 0)
+        except ValueError:
+            last = 0
+        settled_before = timezone.now() - INBOX_SETTLE
+        while True:
+            events = list(
+                WebhookEvent.objects.filter(account=account, pk__gt=last)
+                .exclude(status__in=[WebhookEvent.Status.REJECTED, WebhookEvent.Status.IGNORED])
+                .exclude(contact_id="")
+                .order_by("pk")
+                .values("pk", "kind", "contact_id", "received_at")[:INBOX_PAGE]
+            )
+            if not events:
+                return
+            last = events[-1]["pk"]
+            settled = None
+            for event in events:
+                if event["received_at"] > settled_before:
+                    break
+                settled = event["pk"]
+            ids = list(dict.fromkeys(e["contact_id"] for e in events))
+            unsubscribed = {e["contact_id"] for e in events if e["kind"] == "unsubscribed"}
+            found = self.connectors[side].get_contacts(ids)
+            contacts = []
+            for cid in ids:
+                contact = found.get(cid)
+                if contact is None:
+                    continue  # gone again before we read it
+                if cid in unsubscribed:
+                    contact.unsubscribed = True
+                contacts.append(contact)
+            cursor = str(settled) if settled is not None else None
+            yield Batch(side, contacts, self.remote, cursor=cursor, inbox_upto=last)
+            if settled != last:
+                return  # the rest is too recent to pass: the next run reads it again
+
+    def retries(self, processed: set[int]) -> Iterator[Batch]:
+        """Contacts an app refused earlier, once their backoff has passed.
+
+        They go through the same path as a change on their source side, so a
+        create that failed is searched for by email again before it is retried.
+        """
+        due = list(
+            ContactLink.objects.filter(connection=self.conn, status=LinkStatus.FAILING)
+            .filter(Q(retry_after__lte=timezone.now()) | Q(retry_after__isnull=True))
+            .exclude(pk__in=processed)[:1000]
+        )
+        for side in (A, B):
+            ids = [link.remote_id(side) for link in due if link.remote_id(side)]
+            if not ids:
+                continue
+            found = self.connectors[side].get_contacts(ids)
+            contacts = [found[i] for i in ids if i in found]
+            if contacts:
+                yield Batch(side, contacts, self.remote)
+            due = [link for link in due if not link.remote_id(side)]
+
+    def email_changes(self) -> Iterator[EmailChange]:
+        """An app that keys contacts by email (Mailchimp: the id is the hash
+        of the email) announces an email change by webhook; the binding must
+        move to the new id before reading, or the new id would look like a
+        new contact and the old one like a deletion."""
+        rows = WebhookEvent.objects.filter(
+            connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED
+        ).order_by("pk")
+        for row in rows:
+            for side in (A, B):
+                if self.conn.account(side).connector != row.source:
+                    continue
+                try:
+                    parsed = self.connectors[side].parse_webhook(
+                        row.body.encode(), "application/x-www-form-urlencoded", {}
+                    )
+                except ConnectorError:
+                    continue
+                for event in parsed:
+                    new_id = event.contact.id if event.contact else None
+                    if event.kind != "email_changed" or not new_id or not event.contact_id:
+                        continue
+                    yield EmailChange(side, event.contact_id, new_id, normalize_email(event.email))
+
+
+@dataclass(frozen=True)
+class EmailChange:
+    side: str
+    old_id: str
+    new_id: str
+    email: str

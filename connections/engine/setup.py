@@ -1,0 +1,109 @@
+"""Setting up a run: the connection's rows turned into what planning reads.
+
+Builds the connectors, refreshes each account's field schema (the admin
+offers mappings from it), and turns the enabled mappings and rules into
+specs against the fields the apps have now. A mapping or action whose field
+is gone, or whose value no longer parses, is skipped with a warning on the
+run rather than failing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import Connector, Field
+
+from ..models import Account, Connection, FieldMapping, Rule
+from .context import A, B, Context, MappingSpec, Options, other
+from .rules import ActionSpec, ConditionSpec, RuleSpec
+from .types import effective_flows, parse_value
+
+Fields = dict[str, dict[str, Field]]
+
+
+def build_connectors(conn: Connection) -> dict[str, Connector]:
+    return {
+        A: conn.account_a.build_connector(conn.settings_a),
+        B: conn.account_b.build_connector(conn.settings_b),
+    }
+
+
+def build_context(
+    conn: Connection, connectors: dict[str, Connector], warnings: list[str]
+) -> Context:
+    fields = refresh_fields(conn, connectors)
+    caps = {s: connectors[s].capabilities for s in (A, B)}
+    options = Options(
+        direction=conn.direction,
+        conflict_policy=conn.conflict_policy,
+        avoid_duplicates=conn.avoid_duplicates,
+        sync_deletions=conn.sync_deletions,
+        trash_tag=conn.trash_tag,
+        sync_unsubscribes=conn.sync_unsubscribes,
+        unsubscribe_tag=conn.unsubscribe_tag,
+        can_tag_a=caps[A].tags,
+        can_tag_b=caps[B].tags,
+        name_a=connectors[A].name,
+        name_b=connectors[B].name,
+    )
+    return Context(
+        mapping_specs(conn, fields, warnings), rule_specs(conn, fields, warnings), options
+    )
+
+
+def refresh_fields(conn: Connection, connectors: dict[str, Connector]) -> Fields:
+    """Each side's fields by key, saved on its account when they changed."""
+    fields: Fields = {}
+    for side in (A, B):
+        account = conn.account(side)
+        listed = connectors[side].fields()
+        fields[side] = {f.key: f for f in listed}
+        schema = Account.dump_schema(listed)
+        if schema != account.schema:
+            Account.objects.filter(pk=account.pk).update(schema=schema)
+    return fields
+
+
+def mapping_specs(conn: Connection, fields: Fields, warnings: list[str]) -> list[MappingSpec]:
+    mappings = []
+    for m in FieldMapping.objects.filter(connection=conn, enabled=True):
+        fa, fb = fields[A].get(m.field_a), fields[B].get(m.field_b)
+        if fa is None or fb is None:
+            missing = m.field_a if fa is None else m.field_b
+            warnings.append(f"mapping {m}: field {missing!r} no longer exists; skipped")
+            continue
+        a_to_b, b_to_a = effective_flows(fa, fb, m.direction, conn.direction)
+        if a_to_b or b_to_a:
+            mappings.append(MappingSpec(fa, fb, a_to_b, b_to_a))
+    return mappings
+
+
+def rule_specs(conn: Connection, fields: Fields, warnings: list[str]) -> list[RuleSpec]:
+    rules = []
+    for rule in Rule.objects.filter(connection=conn, enabled=True).prefetch_related(
+        "conditions", "actions"
+    ):
+        source = rule.source_side
+        target = other(source)
+        conditions = tuple(
+            ConditionSpec(c.operator, fields[source].get(c.field), c.value)
+            for c in rule.conditions.all()
+        )
+        actions = []
+        for act in rule.actions.all():
+            target_field = fields[target].get(act.field) if act.field else None
+            value: Any = act.value
+            if act.kind == "set_field":
+                if target_field is None or target_field.read_only:
+                    warnings.append(f"{rule}: cannot set {act.field!r}; action skipped")
+                    continue
+                try:
+                    value = parse_value(act.value, target_field)
+                except ValueError as exc:
+                    warnings.append(f"{rule}: {exc}; action skipped")
+                    continue
+            actions.append(ActionSpec(act.kind, value, target_field))
+        rules.append(
+            RuleSpec(rule.pk, source, conditions, tuple(actions), rule.undo_on_unmatch, str(rule))
+        )
+    return rules
