@@ -77,7 +77,13 @@ def run_claimed(
                 if conn is None or conn.state != Connection.State.ACTIVE:
                     break
                 run = run_connection(
-                    conn, trigger=trigger, user=user, dry_run=dry_run, full=full, progress=heartbeat
+                    conn,
+                    trigger=trigger,
+                    user=user,
+                    dry_run=dry_run,
+                    full=full,
+                    progress=heartbeat,
+                    claim=claimed,
                 )
                 runs.append(run)
                 webhooks.mark_read(run)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
-from connectors.base import Connector, ConnectorError, normalize_email
+from connectors.base import Connector, normalize_email
 
 from ..models import Connection, ContactLink, LinkStatus, WebhookEvent
 from .batch import Batch
@@ -161,25 +161,25 @@ class Reader:
         """An app that keys contacts by email (Mailchimp: the id is the hash
         of the email) announces an email change by webhook; the binding must
         move to the new id before reading, or the new id would look like a
-        new contact and the old one like a deletion."""
-        rows = WebhookEvent.objects.filter(
-            connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED
-        ).order_by("pk")
+        new contact and the old one like a deletion.
+
+        The webhook view stored the ids the app's parser found on the row
+        (``contact_id``, the old one, and ``new_contact_id``): nothing here
+        parses a stored body again."""
+        rows = (
+            WebhookEvent.objects.filter(
+                connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED
+            )
+            .exclude(contact_id="")
+            .exclude(new_contact_id="")
+            .order_by("pk")
+        )
         for row in rows:
             for side in (A, B):
-                if self.conn.account(side).connector != row.source:
-                    continue
-                try:
-                    parsed = self.connectors[side].parse_webhook(
-                        row.body.encode(), "application/x-www-form-urlencoded", {}
+                if self.conn.account(side).connector == row.source:
+                    yield EmailChange(
+                        side, row.contact_id, row.new_contact_id, normalize_email(row.email)
                     )
-                except ConnectorError:
-                    continue
-                for event in parsed:
-                    new_id = event.contact.id if event.contact else None
-                    if event.kind != "email_changed" or not new_id or not event.contact_id:
-                        continue
-                    yield EmailChange(side, event.contact_id, new_id, normalize_email(event.email))
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ class Recorder:
     def record(self, batch: Batch, matched: Matched, pending: list[Pending]) -> None:
         source = batch.source
         with transaction.atomic():
+            # a worker that stalled past its heartbeat and lost its claim to
+            # another run must not commit over that run
+            self.writer.fence()
             events: list[SyncEvent] = []
             if not self.full:
                 why = "came back with the values last synced; nothing to do"

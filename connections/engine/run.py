@@ -24,7 +24,9 @@ from django.utils import timezone
 
 from connectors.base import AuthError, ConfigError, Connector, ConnectorError
 
-from ..models import Account, Connection, SyncRun
+from .. import actions
+from ..locking import Claim
+from ..models import Connection, SyncRun
 from .apply import apply_writes
 from .batch import Batch, Counters, Pair, Pending, link_state
 from .context import A, B
@@ -50,11 +52,12 @@ class SyncRunner:
         full: bool = False,
         progress: Callable[[str, int], None] | None = None,
         connectors: dict[str, Connector] | None = None,
+        claim: Claim | None = None,
     ) -> None:
         self.conn = connection
         self.trigger = trigger
         self.user = user
-        self.writer: Writer = DryRunWriter() if dry_run else LiveWriter()
+        self.writer: Writer = DryRunWriter() if dry_run else LiveWriter(claim)
         #: an explicit full resync starts over; a pending one (activation, widened
         #: scope, or a full sync a crash interrupted) resumes from saved cursors
         self.fresh_full = full or (connection.needs_full_sync and not connection.full_sync_started)
@@ -158,25 +161,21 @@ class SyncRunner:
         with a clear status instead of retrying forever. A revoked account is
         marked on the account too (even in a dry run: it is a fact about the
         account, not a write the run decided)."""
+        if self.writer.dry_run and not isinstance(exc, AuthError):
+            return
         if isinstance(exc, AuthError):
             # find which account is unusable: ask each one once more
             for side, connector in self.connectors.items():
-                account = self.conn.account(side)
                 try:
                     connector.check()
                 except AuthError as side_exc:
-                    Account.objects.filter(pk=account.pk).update(
-                        status=Account.Status.NEEDS_REAUTH, status_reason=str(side_exc)[:2000]
-                    )
+                    actions.mark_account_needs_reauth(self.conn.account(side), str(side_exc))
                 except ConnectorError:
                     pass
-            state = Connection.State.NEEDS_REAUTH
+            if not self.writer.dry_run:
+                actions.mark_needs_reauth(self.conn, str(exc))
         else:
-            state = Connection.State.ERROR
-        if not self.writer.dry_run:
-            Connection.objects.filter(pk=self.conn.pk).update(
-                state=state, state_reason=str(exc)[:2000]
-            )
+            actions.mark_error(self.conn, str(exc))
 
 
 def run_connection(
@@ -188,6 +187,7 @@ def run_connection(
     full: bool = False,
     progress: Callable[[str, int], None] | None = None,
     connectors: dict[str, Connector] | None = None,
+    claim: Claim | None = None,
 ) -> SyncRun:
     if not isinstance(connection, Connection):
         connection = Connection.objects.select_related("account_a", "account_b").get(pk=connection)
@@ -199,6 +199,7 @@ def run_connection(
         full=full,
         progress=progress,
         connectors=connectors,
+        claim=claim,
     )
     return runner.execute()
 

@@ -19,6 +19,7 @@ from connectors.base import Connector, ContactWrite, WriteResult, normalize_emai
 from ..models import Account, Connection, ContactLink, LinkStatus, WebhookEvent
 
 if TYPE_CHECKING:
+    from ..locking import Claim
     from .batch import Duplicate
     from .read import EmailChange
 
@@ -57,6 +58,10 @@ class Writer(Protocol):
 
     def follow_email_changes(self, conn: Connection, changes: Iterable[EmailChange]) -> None: ...
 
+    def fence(self) -> None:
+        """Inside a commit: refuse it when this run no longer holds its claim."""
+        ...
+
     def bind_duplicate(self, conn: Connection, dup: Duplicate) -> tuple[bool, ContactLink | None]:
         """Mark the duplicate's binding; (whether to report it, the binding)."""
         ...
@@ -73,6 +78,15 @@ class Writer(Protocol):
 class LiveWriter:
     dry_run = False
     reports_matches = False
+
+    def __init__(self, claim: Claim | None = None) -> None:
+        #: the connection's claim (``connections.locking``); None when the
+        #: caller holds no claim (tests, the benchmark)
+        self.claim = claim
+
+    def fence(self) -> None:
+        if self.claim is not None:
+            self.claim.fence()
 
     def write_contacts(self, connector: Connector, writes: list[ContactWrite]) -> list[WriteResult]:
         return connector.write_contacts(writes)
@@ -149,6 +163,9 @@ class DryRunWriter:
 
     def start_full_sync(self, conn: Connection, sides: list[str]) -> None:
         pass
+
+    def fence(self) -> None:
+        pass  # writes nothing, so it can overwrite nothing
 
     def follow_email_changes(self, conn: Connection, changes: Iterable[EmailChange]) -> None:
         pass  # not even read: the changes are left for the live run

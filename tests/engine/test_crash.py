@@ -113,3 +113,21 @@ def test_a_crash_at_each_step_of_create_and_link_leaves_no_duplicate(
     # and a run after that writes nothing
     quiet = run_connection(conn, connectors=connectors(google, hubspot))
     assert quiet.total("created") == quiet.total("updated") == 0
+
+
+def test_a_worker_that_lost_its_claim_commits_nothing_over_the_new_run(world):
+    """It stalled past its heartbeat; another worker took the connection over.
+    When it wakes up, its page commit is refused and rolled back."""
+    from connections import locking
+    from connections.models import Connection
+
+    google, hubspot, conn = world
+    stale = locking.claim(conn.pk)
+    assert stale is not None
+    Connection.objects.filter(pk=conn.pk).update(
+        running_since=stale.since.replace(year=stale.since.year + 1)  # the new holder's token
+    )
+    with pytest.raises(locking.ClaimLost):
+        run_connection(conn, connectors=connectors(google, hubspot), claim=stale)
+    assert not ContactLink.objects.filter(connection=conn).exists()
+    assert Connection.objects.get(pk=conn.pk).cursor_a == ""
