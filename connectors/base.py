@@ -300,6 +300,14 @@ class Connector(ABC):
     #: largest page a list call may ask for / largest batch a write may send
     page_size: ClassVar[int] = 100
     write_batch_size: ClassVar[int] = 1
+    #: True when one batch call takes new and existing contacts alike
+    #: (Mailchimp's batch subscribe), so creates and updates share batches
+    upsert_batches: ClassVar[bool] = False
+    #: the connector's requests (``HttpClient.stats`` keys) that list contacts
+    #: or changes, and those that write contacts in batches (the benchmark
+    #: counts them apart)
+    list_endpoints: ClassVar[frozenset[str]] = frozenset()
+    batch_write_endpoints: ClassVar[frozenset[str]] = frozenset()
     side_settings: ClassVar[tuple[SideSetting, ...]] = ()
     #: OAuth provider id in allauth, or "" when only pasted keys work
     oauth_provider: ClassVar[str] = ""

@@ -24,6 +24,7 @@ from connections.management.commands import sync as sync_command
 from connections.models import Account, Connection, SyncRun
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,9 +36,7 @@ class Sandbox:
         self.token = ""
 
     def ctl(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.root}/_sandbox{path}", json=body, timeout=10)
-        assert response.status_code < 400, response.text
-        return response.json() if response.content else None
+        return SandboxControl.of(self.server, self.key, timeout=10).call(method, path, body)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         response = requests.request(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from django.test import Client
 
 from connections import webhooks
@@ -21,6 +20,7 @@ from connections.tasks import run_sync
 from connectors.mailchimp.client import subscriber_hash
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 
 pytestmark = pytest.mark.integration
 
@@ -247,9 +247,7 @@ class Sandbox:
         self.root = server.url(key)
 
     def ctl(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.root}/_sandbox{path}", json=body, timeout=10)
-        assert response.status_code < 400, response.text
-        return response.json() if response.content else None
+        return SandboxControl.of(self.server, self.key, timeout=10).call(method, path, body)
 
     def writes(self) -> dict[str, int]:
         return {

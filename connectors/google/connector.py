@@ -155,6 +155,14 @@ class GoogleConnector(Connector):
     default_base_url = DEFAULT_BASE_URL
     page_size = 1000
     write_batch_size = 200
+    list_endpoints = frozenset({"GET /people/me/connections"})
+    batch_write_endpoints = frozenset(
+        {
+            "POST /people:batchCreateContacts",
+            "POST /people:batchUpdateContacts",
+            "POST /contactGroups/{id}/members:modify",
+        }
+    )
     #: people:batchGet takes at most 200 names; members:modify at most 1000
     get_batch_size = 200
     members_batch_size = 1000

@@ -179,6 +179,16 @@ class HubSpotConnector(Connector):
     #: batch/create, batch/update and batch/read take at most 100 inputs
     write_batch_size = 100
     read_batch_size: ClassVar[int] = 100
+    list_endpoints = frozenset(
+        {"GET /crm/v3/objects/contacts", "POST /crm/v3/objects/contacts/search"}
+    )
+    batch_write_endpoints = frozenset(
+        {
+            "POST /crm/v3/objects/contacts/batch/create",
+            "POST /crm/v3/objects/contacts/batch/update",
+            "POST /crm/v3/objects/contacts/batch/upsert",
+        }
+    )
     oauth_provider = "hubspot"
     paste_label = "Private app access token"
     #: where the token endpoint is, relative to the API base URL (also a sandbox's)

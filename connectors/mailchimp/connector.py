@@ -191,6 +191,9 @@ class MailchimpConnector(Connector):
     default_base_url = "https://{dc}.api.mailchimp.com/3.0"
     page_size = MAX_COUNT
     write_batch_size = MAX_BATCH
+    upsert_batches = True  # POST /lists/{id} with update_existing
+    list_endpoints = frozenset({"GET /lists/{list_id}/members"})
+    batch_write_endpoints = frozenset({"POST /lists/{list_id}"})
     side_settings = (
         SideSetting(
             "audience",

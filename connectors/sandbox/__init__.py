@@ -1,36 +1,41 @@
-"""Stateful fakes of the four APIs, served over real HTTP on loopback.
+"""Stateful fakes of the apps' APIs, served over real HTTP on loopback.
 
 ``serve()`` starts them all on one port, each under its prefix followed by
 the real API's own path: ``/drift/contacts/1``,
 ``/google/v1/people/me/connections``, ``/mailchimp/3.0/lists``,
 ``/hubspot/crm/v3/objects/contacts``.
+
+Every registered connector has a sandbox module, ``connectors/sandbox/<key>.py``,
+that declares ``FACTS`` (see :mod:`.facts`); this is the only registry of them.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import import_module
 
+from connectors.registry import CONNECTORS
+
 from .base import SandboxApp, SandboxServer
+from .facts import SandboxFacts
 
-SANDBOXES: dict[str, str] = {
-    "drift": "connectors.sandbox.drift.DriftSandbox",
-    "google": "connectors.sandbox.google.GoogleSandbox",
-    "mailchimp": "connectors.sandbox.mailchimp.MailchimpSandbox",
-    "hubspot": "connectors.sandbox.hubspot.HubSpotSandbox",
-}
+#: the apps with a sandbox: every registered connector
+SANDBOXES: tuple[str, ...] = tuple(CONNECTORS)
 
-#: the path under each prefix that plays the app's API base URL
-API_ROOTS: dict[str, str] = {
-    "drift": "",
-    "google": "/v1",
-    "mailchimp": "/3.0",
-    "hubspot": "",
-}
+
+@cache
+def facts(key: str) -> SandboxFacts:
+    """The facts ``connectors/sandbox/<key>.py`` declares."""
+    if key not in CONNECTORS:
+        raise KeyError(f"Unknown sandbox {key!r}; known: {', '.join(SANDBOXES)}")
+    declared = getattr(import_module(f"{__name__}.{key}"), "FACTS", None)
+    if not isinstance(declared, SandboxFacts):
+        raise TypeError(f"connectors/sandbox/{key}.py declares no FACTS = SandboxFacts(...)")
+    return declared
 
 
 def sandbox_class(key: str) -> type[SandboxApp]:
-    module, _, cls = SANDBOXES[key].rpartition(".")
-    return getattr(import_module(module), cls)
+    return facts(key).app
 
 
 def serve(
@@ -40,10 +45,13 @@ def serve(
     tokens: tuple[str, ...] = (),
     keys: tuple[str, ...] | None = None,
 ) -> SandboxServer:
-    apps = {key: sandbox_class(key)(static_tokens=tokens) for key in (keys or tuple(SANDBOXES))}
+    apps = {key: sandbox_class(key)(static_tokens=tokens) for key in (keys or SANDBOXES)}
     return SandboxServer(apps, host, port).start()
 
 
 def api_base_url(server: SandboxServer, key: str) -> str:
     """What an Account's base URL override should be to use this sandbox."""
-    return server.url(key) + API_ROOTS[key]
+    return server.url(key) + facts(key).api_root
+
+
+__all__ = ["SANDBOXES", "SandboxFacts", "SandboxServer", "api_base_url", "facts", "serve"]

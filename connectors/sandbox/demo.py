@@ -8,11 +8,11 @@ allows it gets one contact without an email.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-import requests
-
 from .base import SandboxServer
+from .control import SandboxControl, SandboxControlError
 
 #: (first name, last name, company, title)
 POOL: tuple[tuple[str, str, str, str], ...] = (
@@ -114,14 +114,9 @@ def seed_demo(server: SandboxServer, *, timeout: float = 30.0) -> dict[str, list
     seeded: dict[str, list[str]] = {}
     for prefix in server.apps:
         key = prefix.strip("/")
-        control = f"{server.url(key)}/_sandbox"
-        answer = requests.post(
-            f"{control}/contacts/bulk", json={"contacts": demo_people(key)}, timeout=timeout
-        )
-        answer.raise_for_status()
-        ids = [str(i) for i in answer.json()["ids"]]
-        lone = requests.post(f"{control}/contacts", json=no_email_person(key), timeout=timeout)
-        if lone.status_code < 300:  # Mailchimp has no member without an email
-            ids.append(str(lone.json()["id"]))
+        control = SandboxControl.of(server, key, timeout=timeout)
+        ids = control.bulk(demo_people(key))
+        with contextlib.suppress(SandboxControlError):  # Mailchimp: no member without an email
+            ids.append(control.create(**no_email_person(key)))
         seeded[key] = ids
     return seeded

@@ -13,7 +13,10 @@ import time
 import urllib.parse
 from typing import Any
 
+from connectors.base import ContactWrite
+
 from .base import HttpError, Request, Response, SandboxApp, route
+from .facts import SandboxFacts
 
 DEFAULT_ORG_ID = 1234
 
@@ -486,3 +489,16 @@ class DriftSandbox(SandboxApp):
             self._seed_tags(contact, person)
         self._fire("contact_identified", contact)
         return {"id": str(contact["id"])}
+
+
+FACTS = SandboxFacts(
+    app=DriftSandbox,
+    api_root="",
+    unknown_id="99999999999",
+    create_route="POST /contacts",
+    update_route="PATCH /contacts/{id}",
+    update_batched=False,
+    # Drift needs an email or an external id on every contact
+    refused_write=ContactWrite(None, None, {"name": "Nobody Atall"}, ref=0),
+    refused_message="needs an email",
+)

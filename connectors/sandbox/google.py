@@ -40,7 +40,10 @@ import secrets
 import time
 from typing import Any
 
+from connectors.base import ContactWrite
+
 from .base import HttpError, Request, Response, SandboxApp, route
+from .facts import SandboxFacts
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BATCH_CREATE_ERRORS = "type.googleapis.com/google.people.v1.BatchCreateContactsErrorDetails"
@@ -1079,3 +1082,18 @@ class GoogleSandbox(SandboxApp):
         if body.get("status") in (400, 410):
             self.expired_status = int(body["status"])
         return {"epoch": self.sync_epoch, "status": self.expired_status}
+
+
+FACTS = SandboxFacts(
+    app=GoogleSandbox,
+    api_root="/v1",
+    unknown_id="people/c999999999999",
+    create_route="POST /v1/people:batchCreateContacts",
+    update_route="POST /v1/people:batchUpdateContacts",
+    update_batched=True,
+    # a label (tag) needs a name
+    refused_write=ContactWrite(
+        None, "label@example.com", {"email": "label@example.com"}, frozenset({" "})
+    ),
+    refused_message="must not be empty",
+)

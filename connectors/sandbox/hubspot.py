@@ -24,7 +24,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from connectors.base import ContactWrite
+
 from .base import HttpError, Request, Response, SandboxApp, route
+from .facts import SandboxFacts
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
@@ -1155,3 +1158,15 @@ class HubSpotSandbox(SandboxApp):
         tags = (current | set(add)) - remove
         self._apply(rec, {DEFAULT_TAGS_PROPERTY: ";".join(sorted(tags)) or None})
         return self._view(rec)
+
+
+FACTS = SandboxFacts(
+    app=HubSpotSandbox,
+    api_root="",
+    unknown_id="999999999",
+    create_route="POST /crm/v3/objects/contacts/batch/create",
+    update_route="POST /crm/v3/objects/contacts/batch/update",
+    update_batched=True,
+    refused_write=ContactWrite(None, "not-an-email", {"email": "not-an-email"}, ref=0),
+    refused_message="invalid",
+)

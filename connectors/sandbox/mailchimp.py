@@ -29,7 +29,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.base import ContactWrite
+
 from .base import HttpError, Request, Response, SandboxApp, route
+from .facts import SandboxFacts
 
 DEFAULT_LIST_ID = "a1b2c3d4e5"
 DEFAULT_LIST_NAME = "Demo audience"
@@ -1333,3 +1336,18 @@ class MailchimpSandbox(SandboxApp):
         for merge in body.get("merge_fields") or []:
             self._add_merge_field(audience, merge)
         return {"id": audience.id}
+
+
+FACTS = SandboxFacts(
+    app=MailchimpSandbox,
+    api_root="/3.0",
+    settings={"audience": DEFAULT_LIST_ID},
+    unknown_id=member_hash("nobody-at-all@example.com"),
+    create_route="POST /3.0/lists/{list_id}",
+    # member by member: the batch subscribe would send a status, and the sync
+    # never changes a member's status
+    update_route="PATCH /3.0/lists/{list_id}/members/{hash}",
+    update_batched=False,
+    refused_write=ContactWrite(None, "not-an-email", {"email_address": "not-an-email"}, ref=0),
+    refused_message="looks fake or invalid",
+)

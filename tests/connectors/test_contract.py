@@ -9,6 +9,7 @@ asserts what it does instead; nothing is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -32,49 +33,12 @@ from connectors.base import (
     Semantic,
     normalize_email,
 )
-from connectors.mailchimp.client import subscriber_hash
+from connectors.sandbox import SandboxFacts, facts
+from connectors.sandbox.control import SandboxControl, SandboxControlError
 
-from .conftest import Control, MakeConnector, http_client
+from .conftest import MakeConnector, http_client
 
 KEYS = list(registry.CONNECTORS)
-
-#: an id of the app's own shape that no contact has
-UNKNOWN_IDS: dict[str, str] = {
-    "drift": "99999999999",
-    "google": "people/c999999999999",
-    "mailchimp": subscriber_hash("nobody-at-all@example.com"),
-    "hubspot": "999999999",
-}
-
-#: the sandbox endpoints a create and an update go to, and whether the update
-#: one takes a batch (Mailchimp updates member by member: its batch subscribe
-#: would send a status, and the sync never changes a member's status)
-WRITE_ENDPOINTS: dict[str, tuple[str, str, bool]] = {
-    "drift": ("POST /contacts", "PATCH /contacts/{id}", False),
-    "google": ("POST /v1/people:batchCreateContacts", "POST /v1/people:batchUpdateContacts", True),
-    "mailchimp": ("POST /3.0/lists/{list_id}", "PATCH /3.0/lists/{list_id}/members/{hash}", False),
-    "hubspot": (
-        "POST /crm/v3/objects/contacts/batch/create",
-        "POST /crm/v3/objects/contacts/batch/update",
-        True,
-    ),
-}
-
-#: a write each app refuses, and a piece of the app's own message about it
-APP_ERRORS: dict[str, tuple[ContactWrite, str]] = {
-    # Drift needs an email or an external id on every contact
-    "drift": (ContactWrite(None, None, {"name": "Nobody Atall"}, ref=0), "needs an email"),
-    # a label (tag) needs a name
-    "google": (
-        ContactWrite(None, "label@example.com", {"email": "label@example.com"}, frozenset({" "})),
-        "must not be empty",
-    ),
-    "mailchimp": (
-        ContactWrite(None, "not-an-email", {"email_address": "not-an-email"}, ref=0),
-        "looks fake or invalid",
-    ),
-    "hubspot": (ContactWrite(None, "not-an-email", {"email": "not-an-email"}, ref=0), "invalid"),
-}
 
 #: the custom field a person adds in each app (Mailchimp merge tags are <= 10 chars)
 CUSTOM = "plan"
@@ -86,7 +50,13 @@ def key(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def sandbox(key: str, control: Callable[[str], Control]) -> Control:
+def app(key: str) -> SandboxFacts:
+    """What the app's sandbox module declares about it (its ``FACTS``)."""
+    return facts(key)
+
+
+@pytest.fixture
+def sandbox(key: str, control: Callable[[str], SandboxControl]) -> SandboxControl:
     return control(key)
 
 
@@ -189,9 +159,9 @@ def test_check_names_the_account(connector: Connector) -> None:
 
 
 def test_fields_include_the_email_and_the_custom_fields_people_added(
-    connector: Connector, sandbox: Control, reconnect: Callable[[], Connector]
+    connector: Connector, sandbox: SandboxControl, reconnect: Callable[[], Connector]
 ) -> None:
-    sandbox.person(email="schema@example.com", custom={CUSTOM: "Gold"})
+    sandbox.create(email="schema@example.com", custom={CUSTOM: "Gold"})
     fields = reconnect().fields()
     emails = [f for f in fields if f.semantic == Semantic.EMAIL]
     assert emails
@@ -208,7 +178,7 @@ def test_fields_include_the_email_and_the_custom_fields_people_added(
 
 
 def test_paging_resumes_from_every_page_cursor_without_losing_a_contact(
-    connector: Connector, sandbox: Control, reconnect: Callable[[], Connector]
+    connector: Connector, sandbox: SandboxControl, reconnect: Callable[[], Connector]
 ) -> None:
     ids = sandbox.bulk(people(8))
     if not connector.capabilities.list_changes:
@@ -235,7 +205,7 @@ def test_paging_resumes_from_every_page_cursor_without_losing_a_contact(
 
 
 def test_changes_after_the_last_cursor_are_just_the_changed_contacts(
-    connector: Connector, sandbox: Control
+    connector: Connector, sandbox: SandboxControl
 ) -> None:
     ids = sandbox.bulk(people(6))
     if not connector.capabilities.list_changes:
@@ -260,7 +230,7 @@ def test_changes_after_the_last_cursor_are_just_the_changed_contacts(
 
 
 def test_an_incremental_read_resumes_from_every_page_cursor(
-    connector: Connector, sandbox: Control, reconnect: Callable[[], Connector]
+    connector: Connector, sandbox: SandboxControl, reconnect: Callable[[], Connector]
 ) -> None:
     ids = sandbox.bulk(people(9))
     if not connector.capabilities.list_changes:
@@ -289,7 +259,7 @@ def test_an_incremental_read_resumes_from_every_page_cursor(
 
 
 def test_deletions_are_reported_where_the_app_can_tell(
-    connector: Connector, sandbox: Control
+    connector: Connector, sandbox: SandboxControl
 ) -> None:
     ids = sandbox.bulk(people(4))
     if connector.capabilities.list_changes:
@@ -311,13 +281,13 @@ def test_deletions_are_reported_where_the_app_can_tell(
 
 
 def test_unsubscribes_are_reported_where_the_app_has_them(
-    connector: Connector, sandbox: Control, sandbox_server: Any
+    connector: Connector, sandbox: SandboxControl, sandbox_server: Any
 ) -> None:
     ids = sandbox.bulk(people(3))
     caps = connector.capabilities
     if caps.detect_unsubscribes and caps.list_changes:
         _, cursor = full_read(connector)
-        assert sandbox.unsubscribe(ids[1]).status_code == 200
+        sandbox.unsubscribe(ids[1])
         changed = contacts_of(read(connector.changes(cursor)))
         assert set(changed) == {ids[1]}
         assert changed[ids[1]].unsubscribed
@@ -327,8 +297,8 @@ def test_unsubscribes_are_reported_where_the_app_has_them(
         # an app that cannot list tells through its webhook
         assert caps.webhooks, "unsubscribes without listing need webhooks"
         hook = f"{sandbox_server.base_url}/contract-webhook-receiver"
-        sandbox.call("POST", "/webhooks", {"url": hook, "token": "contract-token"})
-        assert sandbox.unsubscribe(ids[1]).status_code == 200
+        sandbox.register_webhook(hook, "contract-token")
+        sandbox.unsubscribe(ids[1])
         deliveries = [d for d in sandbox.outbox() if d["url"] == hook]
         assert deliveries, "the unsubscribe was delivered as a webhook"
         events = []
@@ -346,9 +316,10 @@ def test_unsubscribes_are_reported_where_the_app_has_them(
         assert event.contact is not None
         assert event.contact.unsubscribed
     else:
-        answer = sandbox.unsubscribe(ids[1])
-        assert answer.status_code == 400, "no unsubscribe notion: the sandbox says so"
-        assert answer.text
+        with pytest.raises(SandboxControlError) as refused:
+            sandbox.unsubscribe(ids[1])
+        assert refused.value.status == 400, "no unsubscribe notion: the sandbox says so"
+        assert refused.value.message
         assert not connector.get_contacts([ids[1]])[ids[1]].unsubscribed
         if caps.list_changes:
             contacts = contacts_of(read(connector.changes(None)))
@@ -359,7 +330,10 @@ def test_unsubscribes_are_reported_where_the_app_has_them(
 
 
 def test_write_contacts_creates_and_updates_in_batches(
-    connector: Connector, sandbox: Control, key: str, reconnect: Callable[[], Connector]
+    connector: Connector,
+    sandbox: SandboxControl,
+    app: SandboxFacts,
+    reconnect: Callable[[], Connector],
 ) -> None:
     n = 5
     if connector.capabilities.batch_writes:
@@ -367,7 +341,7 @@ def test_write_contacts_creates_and_updates_in_batches(
     else:
         assert connector.write_batch_size == 1
     batch = connector.write_batch_size
-    create_endpoint, update_endpoint, update_batched = WRITE_ENDPOINTS[key]
+    create_endpoint, update_endpoint = app.create_route, app.update_route
     writes = [
         email_write(connector, f"new{i}@example.com", **name_fields(connector, f"New{i}", "Made"))
         for i in range(n)
@@ -411,7 +385,7 @@ def test_write_contacts_creates_and_updates_in_batches(
     assert all(r.ok for r in results), [r.error for r in results]
     assert [r.contact.id for r in results if r.contact] == ids
     sent = sandbox.stats().get(update_endpoint, 0)
-    if update_batched:
+    if app.update_batched:
         assert 1 <= sent <= math.ceil(n / batch), f"{sent} update requests for {n} in {batch}s"
     else:
         assert sent == n, "one update request per contact"
@@ -426,9 +400,9 @@ def test_write_contacts_creates_and_updates_in_batches(
     assert dupe.contact.id == ids[0]
 
 
-def test_find_by_emails_folds_case(connector: Connector, sandbox: Control) -> None:
-    grace = sandbox.person(email="Grace.Hopper@Example.com", first_name="Grace")
-    sandbox.person(email="ada@example.com", first_name="Ada")
+def test_find_by_emails_folds_case(connector: Connector, sandbox: SandboxControl) -> None:
+    grace = sandbox.create(email="Grace.Hopper@Example.com", first_name="Grace")
+    sandbox.create(email="ada@example.com", first_name="Ada")
     found = connector.find_by_emails(["grace.hopper@EXAMPLE.COM", "nobody@example.com"])
     assert set(found) == {"grace.hopper@example.com"}
     assert [c.id for c in found["grace.hopper@example.com"]] == [grace]
@@ -436,32 +410,37 @@ def test_find_by_emails_folds_case(connector: Connector, sandbox: Control) -> No
 
 
 def test_find_by_emails_lists_same_email_contacts_oldest_first(
-    connector: Connector, sandbox: Control
+    connector: Connector, sandbox: SandboxControl
 ) -> None:
-    older = sandbox.person(email="twin@example.com", first_name="Older")
+    older = sandbox.create(email="twin@example.com", first_name="Older")
     time.sleep(0.01)
-    second = sandbox.call("POST", "/contacts", {"email": "Twin@Example.com"}, ok=False)
+    try:
+        second: str | None = sandbox.create(email="Twin@Example.com")
+    except SandboxControlError:
+        second = None
     found = connector.find_by_emails(["twin@example.com"])["twin@example.com"]
-    if isinstance(second, dict) and "id" in second:
+    if second is not None:
         # the app lets two contacts share an email: both come back, oldest first
-        assert [c.id for c in found] == [older, str(second["id"])]
+        assert [c.id for c in found] == [older, second]
     else:
         # the app keeps emails unique: the person's second create was refused
         assert [c.id for c in found] == [older]
 
 
-def test_get_contacts_omits_unknown_ids(connector: Connector, sandbox: Control, key: str) -> None:
+def test_get_contacts_omits_unknown_ids(
+    connector: Connector, sandbox: SandboxControl, app: SandboxFacts
+) -> None:
     [known] = sandbox.bulk(people(1))
-    got = connector.get_contacts([known, UNKNOWN_IDS[key]])
+    got = connector.get_contacts([known, app.unknown_id])
     assert set(got) == {known}
     assert normalize_email(got[known].email) == "person0@example.com"
     assert connector.get_contacts([]) == {}
 
 
 def test_tags_are_read_added_and_removed(
-    connector: Connector, sandbox: Control, reconnect: Callable[[], Connector]
+    connector: Connector, sandbox: SandboxControl, reconnect: Callable[[], Connector]
 ) -> None:
-    contact_id = sandbox.person(email="tagged@example.com", tags=["alpha"])
+    contact_id = sandbox.create(email="tagged@example.com", tags=["alpha"])
     if not connector.capabilities.tags:
         assert connector.get_contacts([contact_id])[contact_id].tags == frozenset()
         return
@@ -496,9 +475,9 @@ def test_tags_are_read_added_and_removed(
 
 
 def test_custom_fields_are_written_and_read_back(
-    connector: Connector, sandbox: Control, reconnect: Callable[[], Connector]
+    connector: Connector, sandbox: SandboxControl, reconnect: Callable[[], Connector]
 ) -> None:
-    contact_id = sandbox.person(email="custom@example.com", custom={CUSTOM: "Gold"})
+    contact_id = sandbox.create(email="custom@example.com", custom={CUSTOM: "Gold"})
     connector = reconnect()
     if not connector.capabilities.custom_fields:
         assert not [f for f in connector.fields() if f.custom]
@@ -532,7 +511,7 @@ def test_custom_fields_are_written_and_read_back(
 # -------------------------------------------------------------- failures
 
 
-def test_rate_limited_calls_wait_and_succeed(connector: Connector, sandbox: Control) -> None:
+def test_rate_limited_calls_wait_and_succeed(connector: Connector, sandbox: SandboxControl) -> None:
     [contact_id] = sandbox.bulk(people(1))
     connector.fields()  # the schema read is not what this test limits
     sandbox.configure(rate_limit=1, rate_window=2.0)
@@ -541,7 +520,7 @@ def test_rate_limited_calls_wait_and_succeed(connector: Connector, sandbox: Cont
     assert sandbox.stats().get("429", 0) >= 1, "the sandbox did answer 429"
 
 
-def test_server_errors_are_retried(connector: Connector, sandbox: Control) -> None:
+def test_server_errors_are_retried(connector: Connector, sandbox: SandboxControl) -> None:
     [contact_id] = sandbox.bulk(people(1))
     sandbox.configure(error_rate=0.3, error_status=503)
     for _ in range(60):
@@ -551,7 +530,7 @@ def test_server_errors_are_retried(connector: Connector, sandbox: Control) -> No
     assert sandbox.stats().get("503", 0) >= 2, "the sandbox did answer 503"
 
 
-def test_an_expired_token_is_refreshed(connector: Connector, sandbox: Control) -> None:
+def test_an_expired_token_is_refreshed(connector: Connector, sandbox: SandboxControl) -> None:
     connector.check()
     http = http_client(connector)
     before = http.credentials.access_token
@@ -569,7 +548,7 @@ def test_an_expired_token_is_refreshed(connector: Connector, sandbox: Control) -
         assert http.credentials.access_token == before
 
 
-def test_a_revoked_token_raises_auth_error(connector: Connector, sandbox: Control) -> None:
+def test_a_revoked_token_raises_auth_error(connector: Connector, sandbox: SandboxControl) -> None:
     connector.check()
     sandbox.revoke_tokens()
     sandbox.expire_tokens()
@@ -577,9 +556,10 @@ def test_a_revoked_token_raises_auth_error(connector: Connector, sandbox: Contro
         connector.check()
 
 
-def test_the_apps_own_error_message_is_surfaced(connector: Connector, key: str) -> None:
-    write, message = APP_ERRORS[key]
-    error = app_error(connector, write)
+def test_the_apps_own_error_message_is_surfaced(connector: Connector, app: SandboxFacts) -> None:
+    assert app.refused_write is not None, "the app's sandbox module names a write it refuses"
+    message = app.refused_message
+    error = app_error(connector, dataclasses.replace(app.refused_write))
     assert isinstance(error, ConnectorError)
     assert error.permanent
     assert not isinstance(error, AuthError)

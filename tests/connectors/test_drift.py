@@ -27,35 +27,19 @@ from connectors.drift.connector import DriftConnector
 from connectors.registry import default_mappings
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 from connectors.webhooks import Delivery
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 PASTED_TOKEN = "drift-installed-app-token"
 
 
-class Control:
-    """The sandbox's ``/_sandbox`` control API."""
+class Control(SandboxControl):
+    """The sandbox's ``/_sandbox`` control API, and where its API lives."""
 
     def __init__(self, server: SandboxServer) -> None:
-        self.root = server.url("drift")
+        super().__init__(server.url("drift"), key="drift", timeout=10)
         self.base_url = api_base_url(server, "drift")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.root}/_sandbox{path}", json=body, timeout=10)
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
-    def person(self, **person: Any) -> str:
-        return self.call("POST", "/contacts", person)["id"]
-
-    def native(self, contact_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/contacts/{contact_id}")
-
-    def stats(self) -> dict[str, int]:
-        return self.call("GET", "/stats")
-
-    def outbox(self) -> list[dict[str, Any]]:
-        return self.call("GET", "/outbox")
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +216,7 @@ def test_dates_and_datetimes_travel_as_epoch_milliseconds(
 def test_creating_a_taken_email_returns_the_existing_contact(
     drift: DriftConnector, sandbox: Control
 ) -> None:
-    existing = sandbox.person(email="taken@example.com", first_name="Old", last_name="Timer")
+    existing = sandbox.create(email="taken@example.com", first_name="Old", last_name="Timer")
     [result] = drift.write_contacts([ContactWrite(None, "Taken@Example.com", {"name": "New"})])
     assert result.ok
     assert result.contact is not None
@@ -251,9 +235,9 @@ def test_a_rejected_contact_carries_drifts_own_message(drift: DriftConnector) ->
 def test_find_by_emails_lists_same_email_contacts_oldest_first(
     drift: DriftConnector, sandbox: Control
 ) -> None:
-    first = sandbox.person(email="dup@example.com", first_name="First")
-    second = sandbox.person(email="DUP@example.com", first_name="Second")
-    sandbox.person(email="other@example.com")
+    first = sandbox.create(email="dup@example.com", first_name="First")
+    second = sandbox.create(email="DUP@example.com", first_name="Second")
+    sandbox.create(email="other@example.com")
     found = drift.find_by_emails([" Dup@Example.com ", "missing@example.com"])
     assert list(found) == ["dup@example.com"]
     assert [c.id for c in found["dup@example.com"]] == [first, second]
@@ -262,8 +246,8 @@ def test_find_by_emails_lists_same_email_contacts_oldest_first(
 def test_get_contacts_leaves_out_ids_drift_no_longer_has(
     drift: DriftConnector, sandbox: Control
 ) -> None:
-    kept = sandbox.person(email="kept@example.com")
-    gone = sandbox.person(email="gone@example.com")
+    kept = sandbox.create(email="kept@example.com")
+    gone = sandbox.create(email="gone@example.com")
     sandbox.call("DELETE", f"/contacts/{gone}")
     found = drift.get_contacts([kept, gone])
     assert list(found) == [kept]
@@ -362,7 +346,7 @@ def test_updating_a_deleted_contact_reports_it_not_found(
 def test_rate_limited_requests_wait_for_retry_after_and_succeed(
     drift: DriftConnector, sandbox: Control
 ) -> None:
-    contact_id = sandbox.person(email="rl@example.com")
+    contact_id = sandbox.create(email="rl@example.com")
     sandbox.call("POST", "/config", {"rate_limit": 1, "rate_window": 2.0})
     found = drift.get_contacts([contact_id, "1", "2", "3"])
     assert list(found) == [contact_id]
@@ -381,7 +365,7 @@ def test_server_errors_are_retried(drift: DriftConnector, sandbox: Control) -> N
 def test_an_expired_token_is_refreshed_once_and_the_call_succeeds(
     drift: DriftConnector, sandbox: Control
 ) -> None:
-    contact_id = sandbox.person(email="exp@example.com")
+    contact_id = sandbox.create(email="exp@example.com")
     old = drift.http.credentials.access_token
     sandbox.call("POST", "/tokens/expire")
     assert list(drift.get_contacts([contact_id])) == [contact_id]
@@ -397,7 +381,7 @@ def test_check_after_expiry_asks_token_info_with_the_fresh_token(
 
 
 def test_a_revoked_token_is_an_auth_error(drift: DriftConnector, sandbox: Control) -> None:
-    contact_id = sandbox.person(email="rev@example.com")
+    contact_id = sandbox.create(email="rev@example.com")
     sandbox.call("POST", "/tokens/revoke")
     with pytest.raises(AuthError):
         drift.get_contacts([contact_id])
@@ -490,7 +474,7 @@ def test_sandbox_webhooks_round_trip_through_the_parser(
 
 
 def test_identify_finds_a_known_contact_instead_of_creating_one(sandbox: Control) -> None:
-    known = sandbox.person(email="known@example.com")
+    known = sandbox.create(email="known@example.com")
     assert sandbox.call("POST", "/identify", {"email": "KNOWN@example.com"})["id"] == known
     assert len(sandbox.call("GET", "/contacts")["contacts"]) == 1
 
@@ -556,7 +540,7 @@ def test_sandbox_token_endpoint_takes_form_or_json_and_both_key_styles(
 
 def test_refresh_takes_a_camel_case_token_answer(drift: DriftConnector, sandbox: Control) -> None:
     sandbox.call("POST", "/org", {"token_keys": "camel"})
-    contact_id = sandbox.person(email="camel@example.com")
+    contact_id = sandbox.create(email="camel@example.com")
     sandbox.call("POST", "/tokens/expire")
     assert list(drift.get_contacts([contact_id])) == [contact_id]
 

@@ -24,6 +24,7 @@ from connectors.mailchimp.connector import MailchimpConnector
 from connectors.registry import default_mappings
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 from connectors.sandbox.mailchimp import DEFAULT_LIST_ID
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mailchimp"
@@ -32,29 +33,12 @@ MEMBERS = "GET /3.0/lists/{list_id}/members"
 BATCH = "POST /3.0/lists/{list_id}"
 
 
-class Control:
-    """The sandbox's ``/_sandbox`` control API."""
+class Control(SandboxControl):
+    """The sandbox's ``/_sandbox`` control API, and where its API lives."""
 
     def __init__(self, server: SandboxServer) -> None:
-        self.root = server.url("mailchimp")
+        super().__init__(server.url("mailchimp"), key="mailchimp", timeout=30)
         self.base_url = api_base_url(server, "mailchimp")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.root}/_sandbox{path}", json=body, timeout=30)
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
-    def person(self, **person: Any) -> str:
-        return self.call("POST", "/contacts", person)["id"]
-
-    def native(self, member_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/contacts/{member_id}")
-
-    def stats(self) -> dict[str, int]:
-        return self.call("GET", "/stats")
-
-    def reset_stats(self) -> None:
-        self.call("POST", "/stats/reset")
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +197,7 @@ def test_tokens_never_expire_but_a_revoked_one_is_an_auth_error(
 def test_fields_follow_the_audience_merge_fields_with_types_and_meanings(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
-    sandbox.person(email="seed@example.com", company="Acme", custom={"PLAN": "Pro"})
+    sandbox.create(email="seed@example.com", company="Acme", custom={"PLAN": "Pro"})
     base = sandbox.base_url
     token = sandbox.call("POST", "/tokens")["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
@@ -282,14 +266,14 @@ def test_a_quiet_incremental_read_returns_nothing_and_costs_one_request_per_phas
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
     for i in range(3):
-        sandbox.person(email=f"q{i}@example.com")
+        sandbox.create(email=f"q{i}@example.com")
     connector = make()
     _, cursor = read_all(connector)
     sandbox.reset_stats()
     contacts, again = read_all(connector, cursor)
     assert contacts == []
     assert sandbox.stats()[MEMBERS] == 2  # members, then archived members
-    changed = sandbox.person(email="new@example.com", first_name="New")
+    changed = sandbox.create(email="new@example.com", first_name="New")
     sandbox.call("PATCH", "/contacts/" + subscriber_hash("q1@example.com"), {"first_name": "Q"})
     contacts, _ = read_all(connector, again)
     assert {c.id for c in contacts} == {changed, subscriber_hash("q1@example.com")}
@@ -328,9 +312,9 @@ def test_members_edited_during_a_read_are_never_lost(
 def test_archived_members_read_as_deleted_and_unsubscribed_ones_as_unsubscribed(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
-    gone = sandbox.person(email="gone@example.com")
-    quit_ = sandbox.person(email="quit@example.com")
-    sandbox.person(email="stays@example.com")
+    gone = sandbox.create(email="gone@example.com")
+    quit_ = sandbox.create(email="quit@example.com")
+    sandbox.create(email="stays@example.com")
     connector = make()
     _, cursor = read_all(connector)
     sandbox.call("DELETE", f"/contacts/{gone}")
@@ -351,7 +335,7 @@ def test_archived_members_read_as_deleted_and_unsubscribed_ones_as_unsubscribed(
 def test_get_contacts_and_find_by_emails_leave_out_what_does_not_exist(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
-    a = sandbox.person(email="Ann@Example.com", first_name="Ann", tags=["vip"])
+    a = sandbox.create(email="Ann@Example.com", first_name="Ann", tags=["vip"])
     connector = make()
     found = connector.find_by_emails(["ann@example.com", "nobody@example.com"])
     assert list(found) == ["ann@example.com"]
@@ -392,7 +376,7 @@ def test_creates_go_in_batches_of_500_and_updates_never_touch_the_status(
 def test_creating_an_email_that_exists_updates_it_instead_and_keeps_its_status(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
-    existing = sandbox.person(email="old@example.com", first_name="Old")
+    existing = sandbox.create(email="old@example.com", first_name="Old")
     sandbox.call("POST", f"/contacts/{existing}/unsubscribe")
     connector = make({"audience": DEFAULT_LIST_ID, "new_member_status": "pending"})
     results = connector.write_contacts(
@@ -489,7 +473,7 @@ def test_tags_are_added_and_removed_and_dates_round_trip_in_the_audience_format(
 def test_an_email_change_moves_the_member_to_its_new_hash(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
-    member_id = sandbox.person(email="before@example.com")
+    member_id = sandbox.create(email="before@example.com")
     connector = make()
     current = connector.get_contacts([member_id])[member_id]
     [moved] = connector.write_contacts(
@@ -511,7 +495,7 @@ def test_rate_limits_and_server_errors_are_retried(
     make: Callable[..., MailchimpConnector], sandbox: Control
 ) -> None:
     for i in range(4):
-        sandbox.person(email=f"t{i}@example.com")
+        sandbox.create(email=f"t{i}@example.com")
     connector = make(page_size=2)
     sandbox.call("POST", "/config", {"error_rate": 0.4, "error_status": 503})
     contacts, _ = read_all(connector)
@@ -541,7 +525,7 @@ def test_sandbox_errors_are_problem_json_with_mailchimps_keys(
 
 
 def test_sandbox_members_have_the_documented_keys(sandbox: Control) -> None:
-    member_id = sandbox.person(email="shape@example.com", first_name="S", tags=["t"])
+    member_id = sandbox.create(email="shape@example.com", first_name="S", tags=["t"])
     native = sandbox.native(member_id)
     assert {
         "id",
@@ -578,7 +562,7 @@ def test_webhooks_are_registered_once_for_users_and_admins_only(
     assert first["sources"] == {"user": True, "admin": True, "api": False}
     assert first["events"]["unsubscribe"]
     assert not first["events"]["campaign"]
-    member = sandbox.person(email="leaver@example.com", first_name="Lea")
+    member = sandbox.create(email="leaver@example.com", first_name="Lea")
     connector.write_contacts([ContactWrite(None, "api@example.com", {})])  # api: no webhook
     sandbox.call("POST", f"/contacts/{member}/unsubscribe")
     outbox = [d for d in sandbox.call("GET", "/outbox") if d["url"] == url]

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
 from connections.accounts import refresh_account
 from connections.config import apply_defaults
 from connections.engine.run import run_connection
 from connections.models import Account, Connection, SyncRun, WebhookEvent
 from connectors.base import Contact, normalize_email
-from connectors.sandbox import api_base_url
+from connectors.sandbox import api_base_url, facts
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 
 
 class App:
@@ -27,9 +26,7 @@ class App:
         self.settings: dict[str, Any] = {}
 
     def ctl(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.url}/_sandbox{path}", json=body, timeout=10)
-        assert response.status_code < 400, response.text
-        return response.json() if response.content else None
+        return SandboxControl.of(self.server, self.key, timeout=10).call(method, path, body)
 
     def reset(self) -> None:
         self.ctl("POST", "/reset")
@@ -72,13 +69,7 @@ class App:
         refresh_account(account)
         account.refresh_from_db()
         self.account = account
-        if self.key == "mailchimp":
-            lists = requests.get(
-                f"{account.base_url}/lists",
-                headers={"Authorization": f"Bearer {token['access_token']}"},
-                timeout=10,
-            ).json()["lists"]
-            self.settings = {"audience": lists[0]["id"]}
+        self.settings = dict(facts(self.key).settings)
         return account
 
     def connector(self):

@@ -33,6 +33,7 @@ from connections.schedules import reconcile
 from connections.tasks import enqueue_sync
 from connectors import sandbox
 from connectors.base import ConnectorError
+from connectors.sandbox.control import SandboxControl, SandboxControlError
 from connectors.sandbox.demo import POOL, seed_demo
 
 DEMO_TOKEN = "driftsync-demo-token"
@@ -74,10 +75,8 @@ class Command(BaseCommand):
         os.environ.setdefault("DRIFT_VERIFICATION_TOKEN", DEMO_VERIFICATION)
         server = sandbox.serve("127.0.0.1", opts["sandbox_port"], tokens=(DEMO_TOKEN,))
         seed_demo(server)
-        requests.post(
-            f"{server.url('drift')}/_sandbox/webhooks",
-            json={"url": f"{public}/webhooks/drift/", "token": DEMO_VERIFICATION},
-            timeout=10,
+        SandboxControl.of(server, "drift", timeout=10).register_webhook(
+            f"{public}/webhooks/drift/", DEMO_VERIFICATION
         )
         self.stdout.write(f"Sandbox APIs on {server.base_url} (/drift /google /mailchimp /hubspot)")
 
@@ -226,45 +225,38 @@ class Command(BaseCommand):
         """People at work in the apps, now and then."""
         rng = random.Random()
         visitor = 0
+        drift, google, mailchimp = (
+            SandboxControl.of(server, key, timeout=10) for key in ("drift", "google", "mailchimp")
+        )
         while not stop.wait(interval * rng.uniform(0.5, 1.5)):
             try:
                 action = rng.choice(("identify", "identify", "edit", "unsubscribe"))
                 if action == "identify":
                     visitor += 1
                     first, last, company, _ = rng.choice(POOL)
-                    requests.post(
-                        f"{server.url('drift')}/_sandbox/identify",
-                        json={
-                            "email": f"visitor{visitor}.{int(time.time())}@example.com",
-                            "name": f"{first} {last}",
-                            "company": company,
-                        },
-                        timeout=10,
+                    drift.identify(
+                        email=f"visitor{visitor}.{int(time.time())}@example.com",
+                        name=f"{first} {last}",
+                        company=company,
                     )
                 elif action == "edit":
-                    people = requests.get(
-                        f"{server.url('google')}/_sandbox/contacts", timeout=10
-                    ).json()["contacts"]
+                    people = google.contacts()
                     if people:
                         person = rng.choice(people)
-                        requests.patch(
-                            f"{server.url('google')}/_sandbox/contacts/{person['resourceName']}",
-                            json={"phone": f"+1 555 {rng.randint(1000, 9999)}"},
-                            timeout=10,
+                        google.edit(
+                            person["resourceName"], phone=f"+1 555 {rng.randint(1000, 9999)}"
                         )
                 else:
-                    members = requests.get(
-                        f"{server.url('mailchimp')}/_sandbox/contacts", timeout=10
-                    ).json()["contacts"]
+                    members = mailchimp.contacts()
                     subscribed = [m for m in members if m.get("status") == "subscribed"]
                     if subscribed:
-                        member = rng.choice(subscribed)
-                        requests.post(
-                            f"{server.url('mailchimp')}/_sandbox/contacts/{member['id']}"
-                            "/unsubscribe",
-                            timeout=10,
-                        )
-            except (requests.RequestException, KeyError, ValueError) as exc:
+                        mailchimp.unsubscribe(rng.choice(subscribed)["id"])
+            except (
+                requests.RequestException,
+                SandboxControlError,
+                KeyError,
+                ValueError,
+            ) as exc:
                 self.stderr.write(f"demo life: {exc}")
 
 
