@@ -148,9 +148,16 @@ class ConnectionAdmin(DryRunViews):
         return fragment("connection/option_ways.html", ways=ways)
 
     def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        chosen = obj.state
+        if change and "state" in form.changed_data:
+            # the state changes through connections.actions (reason, History,
+            # schedule), once the rest of the form is saved
+            obj.state = form.initial["state"]
         super().save_model(request, obj, form, change)
         if not change:
             apply_defaults(obj)
+        elif chosen != obj.state:
+            self.change_state(request, obj, chosen)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         extra_context = dict(extra_context or {})
