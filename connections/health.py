@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.db.models import Count
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from .locking import is_held
@@ -42,6 +41,7 @@ LAST_RUNS = 10
 NO_REASON = "(no reason recorded)"
 #: the contact list's "failure reason" value for failing links without a reason
 NO_REASON_PARAM = "__none__"
+CHART_TEMPLATE = "admin/connections/includes/chart.svg"
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Health:
     failing_reasons: list[Reason]
     runs: list[RunRow]
     days: list[DayTotals] = field(default_factory=list)
-    chart: SafeString = field(default_factory=lambda: mark_safe(""))
+    chart: Chart | None = None
 
 
 # --------------------------------------------------------------------- state
@@ -252,15 +252,84 @@ def _nice_ceiling(value: int) -> int:
         magnitude *= 10
 
 
-def render_chart(days: Sequence[DayTotals]) -> SafeString:
+@dataclass
+class LegendItem:
+    series: str
+    label: str
+    colour: str
+    total: int
+    x: int
+    text_x: int
+
+
+@dataclass
+class Tick:
+    value: int
+    y: str
+    text_y: str
+
+
+@dataclass
+class Bar:
+    series: str
+    value: int
+    colour: str
+    title: str
+    x: str
+    y: str
+    width: str
+    height: str
+
+
+@dataclass
+class ChartDay:
+    iso: str
+    title: str
+    x: str
+    width: str
+    bars: list[Bar]
+    label: str = ""  # on the x axis: every fifth day and the last
+    label_x: str = ""
+
+
+@dataclass
+class Chart:
+    """The chart's geometry, drawn by ``CHART_TEMPLATE``. Coordinates with
+    decimals are formatted here (one decimal), never localized."""
+
+    width: int
+    height: int
+    left: int
+    right_x: int
+    top: int
+    base_y: int
+    plot_height: int
+    day_count: int
+    legend: list[LegendItem]
+    ticks: list[Tick]
+    days: list[ChartDay]
+
+    @property
+    def tick_label_x(self) -> int:
+        return self.left - 4
+
+    @property
+    def day_label_y(self) -> int:
+        return self.base_y + 14
+
+
+def _f(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def chart_geometry(days: Sequence[DayTotals]) -> Chart:
     """Grouped bars (created, updated, failed) per day, an x axis with day
     labels, a y axis with its scale, a legend with the period's totals, and
-    a ``<title>`` tooltip on every bar and every day."""
+    a tooltip on every bar and every day."""
     width, height = 760, 240
     left, right, top, bottom = 44, 10, 30, 36
     plot_w, plot_h = width - left - right, height - top - bottom
-    n = max(1, len(days))
-    slot = plot_w / n
+    slot = plot_w / max(1, len(days))
     bar_w = max(1.0, (slot - 2) / len(SERIES))
     peak = max((d.get(s) for d in days for s, _l, _c in SERIES), default=0)
     ceiling = _nice_ceiling(peak)
@@ -269,66 +338,65 @@ def render_chart(days: Sequence[DayTotals]) -> SafeString:
     def y_of(value: int) -> float:
         return base_y - plot_h * value / ceiling
 
-    parts: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="driftsync-chart" role="img" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'font-family="sans-serif" font-size="10">',
-        f"<title>Contacts created, updated and failed per day, last {len(days)} days</title>",
+    legend = []
+    for k, (series, label, colour) in enumerate(SERIES):
+        x = left + 130 * k
+        legend.append(
+            LegendItem(series, label, colour, sum(d.get(series) for d in days), x, x + 14)
+        )
+    ticks = [
+        Tick(value, _f(y_of(value)), _f(y_of(value) + 3))
+        for value in ((0, ceiling // 2, ceiling) if ceiling > 1 else (0, ceiling))
     ]
-    # legend with the period's totals
-    x = left
-    for series, label, colour in SERIES:
-        total = sum(d.get(series) for d in days)
-        parts.append(
-            f'<g class="legend" data-series="{series}" data-total="{total}">'
-            f"<title>{label}: {total} in {len(days)} days</title>"
-            f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{x + 14}" y="17">{label} ({total})</text></g>'
-        )
-        x += 130
-    # y axis with three ticks, and gridlines
-    for value in (0, ceiling // 2, ceiling) if ceiling > 1 else (0, ceiling):
-        y = y_of(value)
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
-            f'<text class="y-label" x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{value}</text>'
-        )
-    parts.append(
-        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{base_y}" stroke="#666"/>'
-        f'<line class="axis" x1="{left}" y1="{base_y}" x2="{width - right}" y2="{base_y}" '
-        f'stroke="#666"/>'
-    )
-    # one group per day: a hover area with the day's numbers, then its bars
+    chart_days = []
     for i, day in enumerate(days):
         x0 = left + i * slot
         label = day.day.strftime("%b %d").replace(" 0", " ")
         numbers = ", ".join(f"{day.get(s)} {s}" for s, _l, _c in SERIES)
-        parts.append(
-            f'<g class="day" data-day="{day.day.isoformat()}">'
-            f"<title>{escape(label)}: {numbers}</title>"
-            f'<rect x="{x0:.1f}" y="{top}" width="{slot:.1f}" height="{plot_h}" '
-            f'fill="transparent"/>'
+        bars = [
+            Bar(
+                series=series,
+                value=value,
+                colour=colour,
+                title=f"{label}: {value} {series_label.lower()}",
+                x=_f(x0 + 1 + j * bar_w),
+                y=_f(y_of(value)),
+                width=_f(bar_w),
+                height=_f(base_y - y_of(value)),
+            )
+            for j, (series, series_label, colour) in enumerate(SERIES)
+            if (value := day.get(series))
+        ]
+        shown = i % 5 == 0 or i == len(days) - 1
+        chart_days.append(
+            ChartDay(
+                iso=day.day.isoformat(),
+                title=f"{label}: {numbers}",
+                x=_f(x0),
+                width=_f(slot),
+                bars=bars,
+                label=label if shown else "",
+                label_x=_f(x0 + slot / 2),
+            )
         )
-        for j, (series, series_label, colour) in enumerate(SERIES):
-            value = day.get(series)
-            if not value:
-                continue
-            y = y_of(value)
-            parts.append(
-                f'<rect class="bar" data-series="{series}" data-value="{value}" '
-                f'x="{x0 + 1 + j * bar_w:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
-                f'height="{base_y - y:.1f}" fill="{colour}">'
-                f"<title>{escape(label)}: {value} {series_label.lower()}</title></rect>"
-            )
-        parts.append("</g>")
-        if i % 5 == 0 or i == len(days) - 1:
-            parts.append(
-                f'<text class="x-label" x="{x0 + slot / 2:.1f}" y="{base_y + 14}" '
-                f'text-anchor="middle">{escape(label)}</text>'
-            )
-    parts.append("</svg>")
-    # only numbers, fixed words and escaped day labels went in
-    return mark_safe("".join(parts))
+    return Chart(
+        width=width,
+        height=height,
+        left=left,
+        right_x=width - right,
+        top=top,
+        base_y=base_y,
+        plot_height=plot_h,
+        day_count=len(days),
+        legend=legend,
+        ticks=ticks,
+        days=chart_days,
+    )
+
+
+def render_chart(days: Sequence[DayTotals]) -> str:
+    """The chart as the connection page draws it: inline SVG, no script."""
+    return render_to_string(CHART_TEMPLATE, {"chart": chart_geometry(days)})
 
 
 # ---------------------------------------------------------------- together
@@ -343,5 +411,5 @@ def connection_health(conn: Connection, now: dt.datetime | None = None) -> Healt
         failing_reasons=failing_reasons(conn),
         runs=last_runs(conn),
         days=days,
-        chart=render_chart(days),
+        chart=chart_geometry(days),
     )

@@ -1,0 +1,51 @@
+"""The configuration UI and the audit log, in plain Django admin.
+
+Staff see and do what their model permissions allow: a view-only user can
+audit runs and contacts but changes nothing. The audit tables are read-only
+and paginate without counting whole tables.
+
+One module a part of the UI: ``accounts``, ``connections`` (with its
+``operations`` and ``dry_run`` pages), ``rules`` and ``audit``; ``common``
+holds what they share. Python builds each page's context; the HTML is in
+``templates/admin/connections/``. Importing this package registers them all.
+"""
+
+from .accounts import AccountAdmin
+from .audit import (
+    AuditAdmin,
+    ContactLinkAdmin,
+    FailureReasonFilter,
+    SyncEventAdmin,
+    SyncRunAdmin,
+    WebhookEventAdmin,
+)
+from .common import CappedCountPaginator, changes_table, connector_oauth_provider, folded
+from .connections import ConnectionAdmin, FieldMappingInline
+from .dry_run import COUNTER_ORDER, PREVIEW_LIMIT, QUIET_ACTIONS, DiffRow
+from .operations import operation_url_name
+from .rules import ActionInline, ConditionInline, RuleAdmin, RuleInline
+
+__all__ = [
+    "COUNTER_ORDER",
+    "PREVIEW_LIMIT",
+    "QUIET_ACTIONS",
+    "AccountAdmin",
+    "ActionInline",
+    "AuditAdmin",
+    "CappedCountPaginator",
+    "ConditionInline",
+    "ConnectionAdmin",
+    "ContactLinkAdmin",
+    "DiffRow",
+    "FailureReasonFilter",
+    "FieldMappingInline",
+    "RuleAdmin",
+    "RuleInline",
+    "SyncEventAdmin",
+    "SyncRunAdmin",
+    "WebhookEventAdmin",
+    "changes_table",
+    "connector_oauth_provider",
+    "folded",
+    "operation_url_name",
+]

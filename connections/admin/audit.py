@@ -1,0 +1,276 @@
+"""The audit log: runs, their events field by field, contact links with
+their timeline, and the webhook inbox. Read-only, paginated without
+counting whole tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from ..health import NO_REASON, NO_REASON_PARAM
+from ..models import ContactLink, LinkStatus, SyncEvent, SyncRun, WebhookEvent
+from .common import (
+    CappedCountPaginator,
+    ChangeRow,
+    change_rows,
+    changes_table,
+    folded,
+    fragment,
+    link_to,
+    side_names,
+)
+
+
+class AuditAdmin(admin.ModelAdmin):
+    """Read-only log tables, paginated without full counts."""
+
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(AuditAdmin):
+    list_display = [
+        "started_at",
+        "connection",
+        "trigger",
+        "started_by",
+        "duration",
+        "status",
+        "dry_run",
+        "totals",
+        "events",
+    ]
+    list_filter = ["status", "trigger", "dry_run", "full", "connection"]
+    list_select_related = ["connection", "started_by"]
+    fields = [
+        "connection",
+        "trigger",
+        "started_by",
+        "started_at",
+        "finished_at",
+        "duration",
+        "status",
+        "dry_run",
+        "full",
+        "totals",
+        "error_folded",
+        "events",
+    ]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser  # old runs may be pruned, by a superuser only
+
+    @admin.display(description="Duration")
+    def duration(self, run: SyncRun) -> str:
+        if not run.finished_at:
+            return "running" if run.status == SyncRun.Status.RUNNING else "—"
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+    @admin.display(description="Counts (both sides)")
+    def totals(self, run: SyncRun) -> str:
+        names: dict[str, None] = {}
+        for side in (run.counters or {}).values():
+            names.update(dict.fromkeys(side))
+        return ", ".join(f"{name} {run.total(name)}" for name in names) or "—"
+
+    @admin.display(description="Error")
+    def error_folded(self, run: SyncRun) -> str:
+        return folded(run.error, run.error.splitlines()[0][:120] if run.error else "")
+
+    @admin.display(description="Events")
+    def events(self, run: SyncRun) -> str:
+        url = reverse("admin:connections_syncevent_changelist") + f"?run__id__exact={run.pk}"
+        return link_to(url, "events")
+
+
+@admin.register(SyncEvent)
+class SyncEventAdmin(AuditAdmin):
+    list_display = ["created_at", "action", "side", "email", "run", "reason_short"]
+    list_filter = ["action", "side"]
+    search_fields = ["=email"]
+    list_select_related = ["run", "run__connection"]
+    fields = ["run", "link", "email", "side", "action", "changes_table", "reason", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Reason")
+    def reason_short(self, event: SyncEvent) -> str:
+        return event.reason[:100]
+
+    @admin.display(description="Changes")
+    def changes_table(self, event: SyncEvent) -> str:
+        return changes_table(event.changes)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class FailureReasonFilter(admin.SimpleListFilter):
+    """Failing contacts by the app's reason, most frequent first (the
+    connection page's "failing, by reason" links land here)."""
+
+    title = "failure reason"
+    parameter_name = "reason"
+    LIMIT = 10
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        links = ContactLink.objects.filter(status=LinkStatus.FAILING).exclude(status_reason="")
+        connection = request.GET.get("connection__id__exact", "")
+        if connection.isdigit():
+            links = links.filter(connection_id=int(connection))
+        rows = (
+            links.values("status_reason")
+            .annotate(n=Count("pk"))
+            .order_by("-n", "status_reason")[: self.LIMIT]
+        )
+        choices = [(r["status_reason"], f"{shorten(r['status_reason'])} ({r['n']})") for r in rows]
+        current = self.value()
+        if current and current not in dict(choices):
+            choices.append((current, NO_REASON if current == NO_REASON_PARAM else shorten(current)))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ContactLink]) -> Any:
+        value = self.value()
+        if value == NO_REASON_PARAM:
+            return queryset.filter(status=LinkStatus.FAILING, status_reason="")
+        if value:
+            return queryset.filter(status_reason=value)
+        return queryset
+
+
+@dataclass
+class TimelineRow:
+    event: SyncEvent
+    when: str
+    app: str
+    run_url: str
+    event_url: str
+    changes: list[ChangeRow]
+
+
+@admin.register(ContactLink)
+class ContactLinkAdmin(AuditAdmin):
+    list_display = [
+        "email",
+        "connection",
+        "id_a",
+        "id_b",
+        "status",
+        "failure_count",
+        "last_synced_at",
+    ]
+    list_filter = ["status", "connection", FailureReasonFilter]
+    search_fields = ["=email", "=id_a", "=id_b"]
+    list_select_related = ["connection"]
+    fields = [
+        "connection",
+        "email",
+        "id_a",
+        "id_b",
+        "status",
+        "status_reason",
+        "failure_count",
+        "retry_after",
+        "unsubscribed_on",
+        "base_a",
+        "base_b",
+        "first_synced_at",
+        "last_synced_at",
+        "timeline",
+    ]
+    readonly_fields = fields
+    TIMELINE_LIMIT = 100
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ContactLink]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("connection__account_a", "connection__account_b")
+        )
+
+    @admin.display(description="Timeline (newest first)")
+    def timeline(self, link: ContactLink) -> str:
+        """Every event of this contact: when, which run, which app, what was
+        done and why, and each field's old → new value."""
+        events = list(
+            link.events.select_related("run").order_by("-created_at", "-pk")[
+                : self.TIMELINE_LIMIT + 1
+            ]
+        )
+        if not events:
+            return "—"
+        apps = side_names(link.connection)
+        rows = [
+            TimelineRow(
+                event=e,
+                when=timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                app=apps.get(e.side, "—"),
+                run_url=reverse("admin:connections_syncrun_change", args=[e.run_id]),
+                event_url=reverse("admin:connections_syncevent_change", args=[e.pk]),
+                changes=change_rows(e.changes),
+            )
+            for e in events[: self.TIMELINE_LIMIT]
+        ]
+        all_url = (
+            reverse("admin:connections_syncevent_changelist")
+            + "?"
+            + urlencode({"link__id__exact": link.pk})
+        )
+        return fragment(
+            "contactlink/timeline.html",
+            rows=rows,
+            more=len(events) > self.TIMELINE_LIMIT,
+            all_url=all_url,
+            limit=self.TIMELINE_LIMIT,
+        )
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(AuditAdmin):
+    list_display = ["received_at", "source", "event_type", "kind", "email", "status", "connection"]
+    list_filter = ["status", "source"]
+    search_fields = ["=email", "=contact_id"]
+    list_select_related = ["connection"]
+    fields = [
+        "source",
+        "account",
+        "connection",
+        "received_at",
+        "event_type",
+        "kind",
+        "contact_id",
+        "email",
+        "status",
+        "error_folded",
+        "body_folded",
+        "processed_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Body")
+    def body_folded(self, event: WebhookEvent) -> str:
+        return folded(event.body, f"{len(event.body)} characters")
+
+    @admin.display(description="Error")
+    def error_folded(self, event: WebhookEvent) -> str:
+        return folded(event.error, event.error[:120])

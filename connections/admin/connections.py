@@ -1,0 +1,168 @@
+"""Connections: the two sides and their settings, how to sync, the options
+each connection can honour, its mappings and rules, and its health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
+from django.http import HttpRequest
+
+from ..config import DRIFT_NOTICE, apply_defaults, has_drift_side, mapping_status, option_support
+from ..forms import (
+    ConnectionForm,
+    FieldMappingForm,
+    FieldMappingFormSet,
+    setting_field_name,
+    side_settings_of,
+)
+from ..health import connection_health
+from ..models import Connection, FieldMapping, Side
+from .common import fragment
+from .dry_run import DryRunViews
+from .rules import RuleInline
+
+
+class FieldMappingInline(admin.TabularInline):
+    model = FieldMapping
+    form = FieldMappingForm
+    formset = FieldMappingFormSet
+    fields = ["field_a", "field_b", "direction", "enabled", "effective", "is_default"]
+    readonly_fields = ["effective", "is_default"]
+    extra = 1
+    can_delete = True
+    verbose_name = "field mapping"
+
+    def get_formset(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        kwargs["form"] = type("BoundFieldMappingForm", (self.form,), {"connection": obj})
+        return super().get_formset(request, obj, **kwargs)
+
+    @admin.display(description="Effective direction")
+    def effective(self, mapping: FieldMapping) -> str:
+        if not mapping.pk:
+            return "—"
+        connection = mapping.connection
+        fields_a = {f.key: f for f in connection.account_a.schema_fields()}
+        fields_b = {f.key: f for f in connection.account_b.schema_fields()}
+        text, problem = mapping_status(
+            fields_a.get(mapping.field_a),
+            fields_b.get(mapping.field_b),
+            mapping.direction,
+            connection.direction,
+            enabled=mapping.enabled,
+        )
+        return f"{text} ({problem})" if problem else text
+
+
+@admin.register(Connection)
+class ConnectionAdmin(DryRunViews):
+    form = ConnectionForm
+    list_display = [
+        "name",
+        "account_a",
+        "account_b",
+        "direction",
+        "state",
+        "interval_minutes",
+        "last_synced_at",
+    ]
+    list_filter = ["state", "direction"]
+    list_select_related = ["account_a", "account_b"]
+    search_fields = ["name"]
+    readonly_fields = [
+        "drift_notice",
+        "option_ways",
+        "state_reason",
+        "last_synced_at",
+        "last_synced_by",
+    ]
+
+    def get_inlines(self, request: HttpRequest, obj: Connection | None) -> list[Any]:
+        # mappings and rules need both accounts' fields: they come after the first save
+        return [FieldMappingInline, RuleInline] if obj else []
+
+    def _setting_names(self, request: HttpRequest, obj: Connection | None, side: str) -> list[str]:
+        if obj is None or not self.has_change_permission(request, obj):
+            return [f"settings_{side}"]
+        names = [setting_field_name(side, s.key) for s in side_settings_of(obj.account(side))]
+        return names or [f"settings_{side}"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        sync = ["direction", "conflict_policy", "avoid_duplicates"]
+        if obj is None or has_drift_side(obj):
+            sync.append("drift_notice")
+        return [
+            (
+                "Side A",
+                {"fields": ["name", "account_a", *self._setting_names(request, obj, Side.A)]},
+            ),
+            ("Side B", {"fields": ["account_b", *self._setting_names(request, obj, Side.B)]}),
+            ("How to sync", {"fields": sync}),
+            (
+                "Deletions and unsubscribes (nothing is ever deleted)",
+                {
+                    "fields": [
+                        "sync_deletions",
+                        "trash_tag",
+                        "sync_unsubscribes",
+                        "unsubscribe_tag",
+                        "option_ways",
+                    ]
+                },
+            ),
+            (
+                "Schedule",
+                {
+                    "fields": [
+                        "interval_minutes",
+                        "state",
+                        "state_reason",
+                        "last_synced_at",
+                        "last_synced_by",
+                    ]
+                },
+            ),
+        ]
+
+    def get_form(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any) -> Any:
+        fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [f for f in fields if not f.startswith("setting_")]
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Drift")
+    def drift_notice(self, obj: Connection | None) -> str:
+        if obj is None or not obj.pk:
+            return f"When one side is Drift: {DRIFT_NOTICE}"
+        return DRIFT_NOTICE
+
+    @admin.display(description="Works for this connection")
+    def option_ways(self, obj: Connection | None) -> str:
+        if obj is None or not obj.pk:
+            return "Shown once both accounts are chosen and saved."
+        support = option_support(obj)
+        ways = [
+            ("Sync deletions", support["sync_deletions"].describe()),
+            ("Sync unsubscribes", support["sync_unsubscribes"].describe()),
+        ]
+        return fragment("connection/option_ways.html", ways=ways)
+
+    def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
+        chosen = obj.state
+        if change and "state" in form.changed_data:
+            # the state changes through connections.actions (reason, History,
+            # schedule), once the rest of the form is saved
+            obj.state = form.initial["state"]
+        super().save_model(request, obj, form, change)
+        if not change:
+            apply_defaults(obj)
+        elif chosen != obj.state:
+            self.change_state(request, obj, chosen)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = dict(extra_context or {})
+        conn = self.get_object(request, object_id)
+        if conn is not None:
+            extra_context["health"] = connection_health(conn)
+            extra_context["operations"] = self.operation_buttons(request, conn)
+        return super().change_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,167 @@
+"""A dry run's pages: waiting for it to start, its preview (counts per side
+and field diffs), and Apply, which queues a real sync."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.dateparse import parse_datetime
+from django_q.models import Task
+
+from .. import actions
+from ..models import Connection, Side, SyncEvent, SyncRun
+from .common import ChangeRow, change_rows, side_names
+from .operations import ConnectionOperations
+
+#: run counters in the order a preview lists them
+COUNTER_ORDER = [
+    "scanned",
+    "created",
+    "updated",
+    "tagged",
+    "unchanged",
+    "excluded",
+    "duplicates",
+    "failed",
+    "trashed",
+    "deleted",
+    "out_of_scope",
+]
+#: events a preview counts but does not list: nothing would change for them
+QUIET_ACTIONS = [SyncEvent.Action.UNCHANGED, SyncEvent.Action.ECHO]
+PREVIEW_LIMIT = 500
+#: how often a page waiting for a worker reloads itself
+REFRESH_SECONDS = 2
+
+
+@dataclass
+class DiffRow:
+    event: SyncEvent
+    side_name: str
+    changes: list[ChangeRow]
+
+
+class DryRunViews(ConnectionOperations):
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:pk>/dry-run/queued/<str:task_id>/",
+                wrap(self.dry_run_queued_view),
+                name="connections_connection_dry_run_queued",
+            ),
+            path(
+                "<int:pk>/dry-run/<int:run_id>/",
+                wrap(self.dry_run_view),
+                name="connections_connection_dry_run",
+            ),
+            path(
+                "<int:pk>/dry-run/<int:run_id>/apply/",
+                wrap(self.apply_dry_run_view),
+                name="connections_connection_apply_dry_run",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _page_context(self, request: HttpRequest, conn: Connection, **extra: Any) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": conn,
+            "title": f"Dry run of {conn}",
+            "refresh_seconds": REFRESH_SECONDS,
+            **extra,
+        }
+
+    def dry_run_queued_view(self, request: HttpRequest, pk: int, task_id: str) -> HttpResponse:
+        """Waits for the queued dry run to start, then shows its preview."""
+        conn = self._connection_for(request, pk, change=False)
+        task = Task.get_task(task_id)
+        run = None
+        if task is not None and task.success and isinstance(task.result, int):
+            run = conn.runs.filter(pk=task.result, dry_run=True).first()
+        since = parse_datetime(request.GET.get("since", ""))
+        if run is None and since is not None:
+            run = (
+                conn.runs.filter(dry_run=True, started_at__gte=since, started_by=request.user.pk)
+                .order_by("started_at", "pk")
+                .first()
+            )
+        if run is not None:
+            return HttpResponseRedirect(
+                reverse("admin:connections_connection_dry_run", args=[conn.pk, run.pk])
+            )
+        context = self._page_context(request, conn, task=task, waiting=task is None)
+        return TemplateResponse(
+            request, "admin/connections/connection/dry_run_queued.html", context
+        )
+
+    def dry_run_view(self, request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+        """The preview: the dry run's counts per side and its field diffs."""
+        conn = self._connection_for(request, pk, change=False)
+        run = get_object_or_404(SyncRun, pk=run_id, connection=conn, dry_run=True)
+        running = run.status == SyncRun.Status.RUNNING
+        names = side_names(conn)
+        counters = run.counters or {}
+        counter_rows = [
+            (name.replace("_", " "), *(int(counters.get(s, {}).get(name, 0)) for s in Side))
+            for name in COUNTER_ORDER
+            if any(counters.get(s, {}).get(name) for s in Side)
+        ]
+        events = run.events.exclude(action__in=QUIET_ACTIONS).order_by("email", "side", "pk")
+        shown = [
+            DiffRow(e, names.get(e.side, ""), change_rows(e.changes))
+            for e in events[:PREVIEW_LIMIT]
+        ]
+        can_apply = (
+            not running
+            and run.status != SyncRun.Status.FAILED
+            and conn.state == Connection.State.ACTIVE
+            and self.has_change_permission(request, conn)
+        )
+        context = self._page_context(
+            request,
+            conn,
+            run=run,
+            run_url=reverse("admin:connections_syncrun_change", args=[run.pk]),
+            running=running,
+            side_names=[names[Side.A], names[Side.B]],
+            counter_rows=counter_rows,
+            events=shown,
+            event_count=events.count() if len(shown) >= PREVIEW_LIMIT else len(shown),
+            quiet_count=run.events.filter(action__in=QUIET_ACTIONS).count(),
+            preview_limit=PREVIEW_LIMIT,
+            can_apply=can_apply,
+            apply_url=reverse("admin:connections_connection_apply_dry_run", args=[conn.pk, run.pk]),
+        )
+        return TemplateResponse(request, "admin/connections/connection/dry_run.html", context)
+
+    def apply_dry_run_view(self, request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conn = self._connection_for(request, pk, change=True)
+        run = get_object_or_404(SyncRun, pk=run_id, connection=conn, dry_run=True)
+        if run.status == SyncRun.Status.RUNNING:
+            self.message_user(request, "The dry run has not finished yet.", messages.WARNING)
+            return HttpResponseRedirect(
+                reverse("admin:connections_connection_dry_run", args=[conn.pk, run.pk])
+            )
+        if not self._refuse_inactive(request, conn, "sync"):
+            actions.enqueue(
+                conn,
+                trigger=SyncRun.Trigger.MANUAL,
+                user=request.user,
+                message=f"Applied dry run #{run.pk}: sync queued.",
+            )
+            self.message_user(
+                request,
+                f"{conn}: sync queued. It applies the changes as they stand when it runs.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:connections_connection_change", args=[conn.pk]))
