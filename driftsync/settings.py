@@ -230,6 +230,10 @@ Q_CLUSTER["sync"] = env_bool("Q_SYNC", False)
 # --- driftsync ---------------------------------------------------------------
 #: a run that would trash more than this share of a connection's links trashes nothing
 DRIFTSYNC_MAX_TRASH_SHARE = env.float("DRIFTSYNC_MAX_TRASH_SHARE", default=0.2)
+#: let an account's base URL point somewhere other than its vendor's hosts (the
+#: sandboxes). Always allowed with DEBUG; `check --deploy` warns when this is on.
+#: Credentials are sent to that URL: see connectors/hosts.py and docs/security.md.
+DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE = env_bool("DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE", False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

@@ -58,12 +58,14 @@ from ..base import (
     normalize_email,
     parse_iso_datetime,
 )
+from ..hosts import is_vendor_url, override_allowed
 from .client import (
     AUTHORIZE_URL,
     MAX_BATCH,
     MAX_COUNT,
     METADATA_URL,
     TOKEN_URL,
+    VENDOR_HOSTS,
     MailchimpClient,
     api_root_for,
     fetch_metadata,
@@ -185,6 +187,7 @@ class MailchimpConnector(Connector):
         custom_fields=True,
     )
     default_base_url = "https://{dc}.api.mailchimp.com/3.0"
+    vendor_hosts = VENDOR_HOSTS
     page_size = MAX_COUNT
     write_batch_size = MAX_BATCH
     side_settings = (
@@ -244,8 +247,9 @@ class MailchimpConnector(Connector):
     @classmethod
     def oauth_urls(cls, base_url: str | None = None) -> dict[str, str]:
         """Authorize, token and metadata URLs: the real ones, or the sandbox's
-        when ``base_url`` overrides the API root (``<prefix>/3.0``)."""
-        if not base_url:
+        when ``base_url`` overrides the API root (``<prefix>/3.0``) where
+        overrides are allowed."""
+        if not base_url or is_vendor_url(base_url, cls.vendor_hosts) or not override_allowed():
             return {
                 "authorize": cls.authorize_url,
                 "token": cls.token_url,
