@@ -10,6 +10,7 @@ from django.utils import timezone
 from connectors.base import AccountInfo, AuthError, ConnectorError, PermanentError, TransientError
 from connectors.http import shorten
 
+from . import actions
 from .models import Account
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def refresh_account(account: Account) -> AccountInfo:
         options = connector.side_options()
     except AuthError as exc:
         reason = _scrub(exc.message or str(exc), account)
-        _record(account, status=Account.Status.NEEDS_REAUTH, status_reason=reason, checked_at=now)
+        actions.mark_account_needs_reauth(account, reason)
+        _record(account, checked_at=now)
         log.info("account %s needs re-authorization", account.pk)
         raise AuthError(reason, status=exc.status, code=exc.code) from None
     except ConnectorError as exc:

@@ -30,6 +30,7 @@ from django_q.models import Task
 from connectors import registry
 from connectors.base import ConnectorError
 
+from . import actions
 from .accounts import refresh_account
 from .config import (
     DRIFT_NOTICE,
@@ -65,7 +66,6 @@ from .models import (
     WebhookEvent,
 )
 from .oauth import connect_url
-from .tasks import enqueue_sync
 
 
 class CappedCountPaginator(Paginator):
@@ -382,8 +382,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         what = "full resync" if full else "sync"
         if self._refuse_inactive(request, conn, what):
             return
-        enqueue_sync(conn, trigger=SyncRun.Trigger.MANUAL, user=request.user, full=full)
-        self.log_change(request, conn, f"{what.capitalize()} queued.")
+        actions.enqueue(conn, trigger=SyncRun.Trigger.MANUAL, user=request.user, full=full)
         busy = " after the run in progress" if conn.running_since else ""
         self.message_user(
             request,
@@ -396,10 +395,9 @@ class ConnectionAdmin(admin.ModelAdmin):
         if self._refuse_inactive(request, conn, "dry run"):
             return None
         since = timezone.now()
-        task_id = enqueue_sync(
+        task_id = actions.enqueue(
             conn, trigger=SyncRun.Trigger.MANUAL, user=request.user, dry_run=True
         )
-        self.log_change(request, conn, "Dry run queued.")
         url = (
             reverse("admin:connections_connection_dry_run_queued", args=[conn.pk, task_id])
             + "?"
@@ -413,22 +411,21 @@ class ConnectionAdmin(admin.ModelAdmin):
         return url
 
     def _set_state(self, request: HttpRequest, conn: Connection, state: str) -> None:
-        if conn.state == state:
+        if state == Connection.State.PAUSED:
+            changed = actions.pause(
+                conn,
+                user=request.user,
+                reason=f"Paused by {request.user.get_username()} in the admin.",
+            )
+            done = "paused: it does not run until resumed"
+        else:
+            changed = actions.resume(conn, user=request.user)
+            done = f"resumed: the scheduler runs it every {conn.interval_minutes} min, from now"
+        if not changed:
             self.message_user(
                 request, f"{conn} is already {conn.get_state_display().lower()}.", messages.INFO
             )
             return
-        before = conn.get_state_display().lower()
-        conn.state = state
-        if state == Connection.State.PAUSED:
-            conn.state_reason = f"Paused by {request.user.get_username()} in the admin."
-            done = "paused: it does not run until resumed"
-        else:
-            conn.state_reason = ""
-            done = f"resumed: the scheduler runs it every {conn.interval_minutes} min, from now"
-        # save() (not update()): the post_save signal removes or restores the schedule
-        conn.save(update_fields=["state", "state_reason", "updated_at"])
-        self.log_change(request, conn, f"State changed from {before} to {state}.")
         self.message_user(request, f"{conn} {done}.", messages.SUCCESS)
 
     @admin.action(description="Sync now", permissions=["change"])
@@ -614,8 +611,12 @@ class ConnectionAdmin(admin.ModelAdmin):
                 reverse("admin:connections_connection_dry_run", args=[conn.pk, run.pk])
             )
         if not self._refuse_inactive(request, conn, "sync"):
-            enqueue_sync(conn, trigger=SyncRun.Trigger.MANUAL, user=request.user)
-            self.log_change(request, conn, f"Applied dry run #{run.pk}: sync queued.")
+            actions.enqueue(
+                conn,
+                trigger=SyncRun.Trigger.MANUAL,
+                user=request.user,
+                message=f"Applied dry run #{run.pk}: sync queued.",
+            )
             self.message_user(
                 request,
                 f"{conn}: sync queued. It applies the changes as they stand when it runs.",

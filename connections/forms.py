@@ -7,16 +7,12 @@ import contextlib
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
 
 from connectors import registry
-from connectors.base import Field, FieldType, SideSetting
+from connectors.base import Field, SideSetting
 
 from .config import OPTIONS, option_support
-from .engine.types import compatibility, parse_value
 from .models import Account, Action, Condition, Connection, Direction, FieldMapping, Side
-
-ORDERED_TYPES = {FieldType.NUMBER, FieldType.DATE, FieldType.DATETIME}
 
 
 def side_settings_of(account: Account) -> tuple[SideSetting, ...]:
@@ -226,25 +222,10 @@ class FieldMappingForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        key_a, key_b = data.get("field_a"), data.get("field_b")
-        if not (key_a and key_b) or not (self.fields_a and self.fields_b):
-            return data
         if self.instance.pk and not self.has_changed():
-            return data  # problems of untouched rows are shown, not blocking
-        fa, fb = self.fields_a.get(key_a), self.fields_b.get(key_b)
-        if fa is None or fb is None:
-            raise ValidationError("Pick fields the accounts have (test the account to refresh).")
-        compat = compatibility(fa, fb)
-        if not compat.any:
-            reasons = "; ".join(
-                dict.fromkeys(r for r in (compat.a_to_b.reason, compat.b_to_a.reason) if r)
-            )
-            raise ValidationError(f"“{fa.label}” and “{fb.label}” cannot be mapped: {reasons}.")
-        requested = data.get("direction")
-        if requested == Direction.A_TO_B and not compat.a_to_b.allowed:
-            raise ValidationError(f"A → B cannot work: {compat.a_to_b.reason}.")
-        if requested == Direction.B_TO_A and not compat.b_to_a.allowed:
-            raise ValidationError(f"B → A cannot work: {compat.b_to_a.reason}.")
+            # problems of untouched rows are shown, not blocking
+            self.instance.skip_type_check = True
+        # the rules themselves: FieldMapping.clean() (connections.validation)
         return data
 
 
@@ -292,16 +273,6 @@ class _RulePartForm(forms.ModelForm):
                 help_text=self.fields["field"].help_text,
             )
 
-    def check_value(self, field_key: str, raw: str, *, many: bool = False) -> None:
-        field = self.side_fields.get(field_key)
-        if field is None:
-            return
-        try:
-            for part in raw.split(",") if many else [raw]:
-                parse_value(part, field)
-        except ValueError as exc:
-            self.add_error("value", f"Not a valid value for “{field.label}” ({field.type}): {exc}")
-
 
 class ConditionForm(_RulePartForm):
     class Meta:
@@ -309,37 +280,17 @@ class ConditionForm(_RulePartForm):
         fields = ["operator", "field", "value"]
 
     def clean(self) -> dict[str, Any]:
+        """Clears what the operator does not use; Condition.clean() (through
+        the model validation) says what is wrong."""
         data = super().clean()
-        op, key, value = data.get("operator"), data.get("field") or "", data.get("value") or ""
+        op = data.get("operator")
         ops = Condition.Operator
-        if not op:
-            return data
         if op == ops.EXISTS_IN_OTHER:
             data["field"], data["value"] = "", ""
-            return data
-        if op in (ops.HAS_TAG, ops.HAS_NO_TAG):
+        elif op in (ops.HAS_TAG, ops.HAS_NO_TAG):
             data["field"] = ""
-            if not value.strip():
-                self.add_error("value", "Which tag? A tag condition needs the tag as its value.")
-            return data
-        if not key:
-            self.add_error("field", "Pick the field this condition looks at.")
-            return data
-        field = self.side_fields.get(key)
-        if op in (ops.IS_EMPTY, ops.IS_SET):
+        elif op in (ops.IS_EMPTY, ops.IS_SET):
             data["value"] = ""
-            return data
-        if not value.strip():
-            self.add_error("value", "This comparison needs a value.")
-            return data
-        ordered = op in (ops.LT, ops.LTE, ops.GT, ops.GTE)
-        if field is not None and ordered and field.type not in ORDERED_TYPES:
-            self.add_error(
-                "operator", f"“{field.label}” is {field.type}: < and > need a number or a date."
-            )
-            return data
-        if op != ops.CONTAINS:
-            self.check_value(key, value, many=op == ops.ONE_OF)
         return data
 
 
@@ -349,23 +300,8 @@ class ActionForm(_RulePartForm):
         fields = ["kind", "field", "value"]
 
     def clean(self) -> dict[str, Any]:
+        """Action.clean() (through the model validation) says what is wrong."""
         data = super().clean()
-        kind, key, value = data.get("kind"), data.get("field") or "", data.get("value") or ""
-        if not kind:
-            return data
-        if kind in (Action.Kind.ADD_TAG, Action.Kind.REMOVE_TAG):
+        if data.get("kind") in (Action.Kind.ADD_TAG, Action.Kind.REMOVE_TAG):
             data["field"] = ""
-            if self.side_can_tag is False:
-                self.add_error("kind", "The target app cannot hold tags.")
-            if not value.strip():
-                self.add_error("value", "Which tag?")
-            return data
-        if not key:
-            self.add_error("field", "Pick the field of the target app to set.")
-            return data
-        field = self.side_fields.get(key)
-        if field is not None and field.read_only:
-            self.add_error("field", f"“{field.label}” is read-only in the target app.")
-            return data
-        self.check_value(key, value)
         return data

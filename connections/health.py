@@ -20,7 +20,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
-from .locking import lease
+from .locking import is_held
 from .models import Connection, ContactLink, LinkStatus, SyncRun
 
 #: link statuses counted on the connection page, in the order shown
@@ -104,9 +104,9 @@ class Health:
 
 def running_run(conn: Connection, now: dt.datetime | None = None) -> SyncRun | None:
     """The run going on now: a worker holds the connection's claim (within
-    its lease) and the run is recorded as running."""
+    its heartbeat) and the run is recorded as running."""
     now = now or timezone.now()
-    if conn.running_since is None or conn.running_since < now - lease():
+    if not is_held(conn.running_since, conn.heartbeat_at, now):
         return None
     return conn.runs.filter(status=SyncRun.Status.RUNNING).order_by("-started_at").first()
 

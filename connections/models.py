@@ -144,9 +144,9 @@ class Account(models.Model):
             try:
                 fresh = refresher(current)
             except AuthError as exc:
-                Account.objects.filter(pk=self.pk).update(
-                    status=Account.Status.NEEDS_REAUTH, status_reason=str(exc)[:2000]
-                )
+                from .actions import mark_account_needs_reauth
+
+                mark_account_needs_reauth(self, str(exc))
                 raise
             Account.objects.filter(pk=self.pk).update(credentials=fresh.to_dict())
         self.credentials = fresh.to_dict()
@@ -261,6 +261,9 @@ class Connection(models.Model):
     run_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     #: the worker holding the run (lock row); see ``connections.locking``
     running_since = models.DateTimeField(null=True, blank=True, editable=False)
+    #: the holder's last sign of life; a claim whose heartbeat stopped is free
+    #: again after ``locking.stale_after()``
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -304,6 +307,19 @@ class Connection(models.Model):
         if self.direction == Direction.TWO_WAY:
             return True
         return self.direction == (Direction.A_TO_B if source == Side.A else Direction.B_TO_A)
+
+
+def _has_rule(part: models.Model) -> bool:
+    """A condition or action of a rule being added (not saved yet)."""
+    return part._meta.get_field("rule").is_cached(part)
+
+
+def _side_fields(conn: Connection | None, side: str | None) -> dict[str, Field]:
+    """The fields of one side of a connection, as last read from its app
+    (empty when unknown: no connection yet, or the account never tested)."""
+    if conn is None or side is None:
+        return {}
+    return {f.key: f for f in conn.account(side).schema_fields()}
 
 
 class Rule(models.Model):
@@ -361,6 +377,14 @@ class Condition(models.Model):
     def __str__(self) -> str:
         return f"{self.field or 'contact'} {self.get_operator_display()} {self.value}".strip()
 
+    def clean(self) -> None:
+        from .validation import check_condition
+
+        rule = getattr(self, "rule", None) if self.rule_id or _has_rule(self) else None
+        conn = rule.connection if rule is not None and rule.connection_id else None
+        fields = _side_fields(conn, rule.source_side if rule is not None else None)
+        check_condition(self.operator, self.field or "", self.value or "", fields)
+
 
 class Action(models.Model):
     class Kind(models.TextChoices):
@@ -382,6 +406,23 @@ class Action(models.Model):
         if self.kind == self.Kind.SET_FIELD:
             return f"set {self.field} = {self.value}"
         return f"{self.get_kind_display()} {self.value}"
+
+    def clean(self) -> None:
+        from .validation import check_action
+
+        rule = getattr(self, "rule", None) if self.rule_id or _has_rule(self) else None
+        conn = rule.connection if rule and rule.connection_id else None
+        target = None
+        if rule is not None:
+            target = Side.B if rule.source_side == Side.A else Side.A
+        fields = _side_fields(conn, target)
+        can_tag = None
+        if conn is not None and target is not None:
+            from .config import capabilities_of
+
+            caps = capabilities_of(conn.account(target).connector)
+            can_tag = caps.tags if caps else None
+        check_action(self.kind, self.field or "", self.value or "", fields, can_tag)
 
 
 class FieldMapping(models.Model):
@@ -408,8 +449,26 @@ class FieldMapping(models.Model):
             ),
         ]
 
+    #: set by the admin form on a row the person did not touch: its problems
+    #: are shown on the page, not blocking the save of the other rows
+    skip_type_check = False
+
     def __str__(self) -> str:
         return f"{self.field_a} ↔ {self.field_b}"
+
+    def clean(self) -> None:
+        from .validation import check_mapping
+
+        if self.skip_type_check or not self.connection_id:
+            return
+        conn = self.connection
+        check_mapping(
+            self.field_a,
+            self.field_b,
+            self.direction,
+            _side_fields(conn, Side.A),
+            _side_fields(conn, Side.B),
+        )
 
 
 # ------------------------------------------------------------ the bindings

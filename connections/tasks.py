@@ -67,39 +67,40 @@ def run_claimed(
             progress(side, n)
 
     try:
-        while True:
-            conn = (
-                Connection.objects.select_related("account_a", "account_b")
-                .filter(pk=connection_id)
-                .first()
-            )
-            if conn is None or conn.state != Connection.State.ACTIVE:
-                break
-            run = run_connection(
-                conn, trigger=trigger, user=user, dry_run=dry_run, full=full, progress=heartbeat
-            )
-            runs.append(run)
-            if not run.dry_run and run.status != SyncRun.Status.FAILED:
-                # Mailchimp deliveries are per connection: this run read their changes
-                WebhookEvent.objects.filter(
-                    connection_id=connection_id,
-                    status=WebhookEvent.Status.RECEIVED,
-                    received_at__lte=run.started_at,
-                ).update(status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now())
-            # the follow-up run covers what arrived during this one, with the same
-            # trigger and user; ``full`` was for this run only (a coalesced full
-            # request went into needs_full_sync)
-            full = False
-            if not claimed.release_or_continue():
-                holder = None
-                break
-            if dry_run:
-                # a trigger that came in during a dry run asked for a real run,
-                # which this process was not asked to make: hand it to the queue
-                claimed.release()
-                holder = None
-                enqueue_sync(conn, trigger=SyncRun.Trigger.SCHEDULE)
-                break
+        with claimed.keep_alive():
+            while True:
+                conn = (
+                    Connection.objects.select_related("account_a", "account_b")
+                    .filter(pk=connection_id)
+                    .first()
+                )
+                if conn is None or conn.state != Connection.State.ACTIVE:
+                    break
+                run = run_connection(
+                    conn, trigger=trigger, user=user, dry_run=dry_run, full=full, progress=heartbeat
+                )
+                runs.append(run)
+                if not run.dry_run and run.status != SyncRun.Status.FAILED:
+                    # Mailchimp deliveries are per connection: this run read their changes
+                    WebhookEvent.objects.filter(
+                        connection_id=connection_id,
+                        status=WebhookEvent.Status.RECEIVED,
+                        received_at__lte=run.started_at,
+                    ).update(status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now())
+                # the follow-up run covers what arrived during this one, with the same
+                # trigger and user; ``full`` was for this run only (a coalesced full
+                # request went into needs_full_sync)
+                full = False
+                if not claimed.release_or_continue():
+                    holder = None
+                    break
+                if dry_run:
+                    # a trigger that came in during a dry run asked for a real run,
+                    # which this process was not asked to make: hand it to the queue
+                    claimed.release()
+                    holder = None
+                    enqueue_sync(conn, trigger=SyncRun.Trigger.SCHEDULE)
+                    break
     except BaseException as exc:
         if holder is not None:
             holder.release()

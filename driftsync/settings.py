@@ -230,6 +230,11 @@ Q_CLUSTER["sync"] = env_bool("Q_SYNC", False)
 # --- driftsync ---------------------------------------------------------------
 #: a run that would trash more than this share of a connection's links trashes nothing
 DRIFTSYNC_MAX_TRASH_SHARE = env.float("DRIFTSYNC_MAX_TRASH_SHARE", default=0.2)
+#: a run's claim on its connection is free again this long after its worker's
+#: last heartbeat (it beats every 20 s); see connections.locking
+DRIFTSYNC_CLAIM_STALE_SECONDS = env.int("DRIFTSYNC_CLAIM_STALE_SECONDS", default=120)
+if DRIFTSYNC_CLAIM_STALE_SECONDS < 60:
+    raise ImproperlyConfigured("DRIFTSYNC_CLAIM_STALE_SECONDS must be >= 60 (3 heartbeats)")
 #: let an account's base URL point somewhere other than its vendor's hosts (the
 #: sandboxes). Always allowed with DEBUG; `check --deploy` warns when this is on.
 #: Credentials are sent to that URL: see connectors/hosts.py and docs/security.md.

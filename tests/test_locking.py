@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.db import connection as db_connection
+from django.db import transaction
 from django.utils import timezone
 
 from connections import locking
@@ -67,21 +68,62 @@ def test_a_coalesced_full_request_marks_the_connection_for_a_full_sync(conn: Con
     assert row(conn).needs_full_sync is True
 
 
-def test_an_expired_claim_is_taken_over_and_its_run_marked_failed(conn: Connection) -> None:
-    long_ago = timezone.now() - locking.lease() - dt.timedelta(minutes=1)
-    Connection.objects.filter(pk=conn.pk).update(running_since=long_ago)
-    dead = SyncRun.objects.create(connection=conn, started_at=long_ago)
+def test_a_claim_whose_heartbeat_stopped_is_free_within_minutes(conn: Connection) -> None:
+    # a worker killed mid-run 3 minutes ago: not the 31 minutes of the task timeout
+    dead_since = timezone.now() - locking.stale_after() - dt.timedelta(minutes=1)
+    Connection.objects.filter(pk=conn.pk).update(running_since=dead_since, heartbeat_at=dead_since)
+    dead = SyncRun.objects.create(connection=conn, started_at=dead_since)
+    assert locking.stale_after() <= dt.timedelta(minutes=2)
     held = locking.claim(conn.pk)
     assert held is not None
     dead.refresh_from_db()
     assert dead.status == SyncRun.Status.FAILED
-    assert "lease expired" in dead.error
+    assert "heartbeat stopped" in dead.error
 
 
-def test_a_claim_within_its_lease_is_not_taken_over(conn: Connection) -> None:
-    recently = timezone.now() - locking.lease() + dt.timedelta(minutes=1)
-    Connection.objects.filter(pk=conn.pk).update(running_since=recently)
+def test_a_long_run_that_keeps_beating_is_not_taken_over(conn: Connection) -> None:
+    now = timezone.now()
+    Connection.objects.filter(pk=conn.pk).update(
+        running_since=now - dt.timedelta(hours=2), heartbeat_at=now - dt.timedelta(seconds=10)
+    )
     assert locking.claim(conn.pk) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_from_its_own_thread_while_the_run_waits(
+    make_connection: Callable[..., Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = make_connection()
+    monkeypatch.setattr(locking, "HEARTBEAT_EVERY", dt.timedelta(seconds=0.05))
+    held = locking.claim(conn.pk)
+    assert held is not None
+    first = row(conn).heartbeat_at
+    with held.keep_alive():
+        time.sleep(0.4)  # one long request: no progress callback meanwhile
+    assert row(conn).heartbeat_at > first
+    assert row(conn).running_since == held.since  # the fencing token never moves
+
+
+def test_a_stale_worker_that_wakes_up_cannot_commit_over_the_new_run(conn: Connection) -> None:
+    stale = locking.claim(conn.pk)
+    assert stale is not None
+    # it stalls; its heartbeat stops; another worker takes over
+    gone = timezone.now() - locking.stale_after() - dt.timedelta(seconds=1)
+    Connection.objects.filter(pk=conn.pk).update(heartbeat_at=gone)
+    fresh = locking.claim(conn.pk)
+    assert fresh is not None
+
+    def commit_page(claim: locking.Claim) -> None:
+        with transaction.atomic():
+            Connection.objects.filter(pk=conn.pk).update(cursor_a="written by the stale worker")
+            claim.fence()
+
+    with pytest.raises(locking.ClaimLost):
+        commit_page(stale)
+    assert row(conn).cursor_a == ""
+    stale.last_beat = None
+    assert stale.renew() is False  # its heartbeat no longer keeps anything alive
+    fresh.fence()  # the new holder commits
 
 
 def test_a_holder_that_lost_its_claim_does_not_release_the_new_holders(conn: Connection) -> None:
