@@ -8,20 +8,26 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from connectors.base import AccountInfo, AuthError, ConnectorError, PermanentError, TransientError
+from connectors.http import shorten
 
 from . import actions
 from .models import Account
 
 log = logging.getLogger(__name__)
 
+#: longest remote error text kept as a status reason or shown by Test connection
+MAX_REASON = 300
+
 
 def _scrub(message: str, account: Account) -> str:
-    """An app may echo the credential back in an error; never pass it on."""
+    """An app may echo the credential back in an error; never pass it on.
+    Whatever the remote host said is cut short (the HTTP layer already turned
+    HTML pages into "HTTP 502 from <host>"); the admin escapes it."""
     creds = account.get_credentials()
     for secret in (creds.access_token, creds.refresh_token, creds.api_key):
         if secret and len(secret) >= 6:
             message = message.replace(secret, "[hidden]")
-    return message[:2000]
+    return shorten(message, MAX_REASON)
 
 
 def _record(account: Account, **values: object) -> None:

@@ -7,4 +7,6 @@ class ConnectionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import driftsync.checks  # noqa: F401  (registers the project's system checks)
+
         from . import signals  # noqa: F401

@@ -48,7 +48,9 @@ class AccountForm(forms.ModelForm):
         label="Base URL override",
         required=False,
         assume_scheme="https",
-        help_text=Account._meta.get_field("base_url").help_text,
+        help_text="Leave empty for the real API. The account's credentials are sent to this "
+        "URL, so another host than the app's own is accepted only for the sandboxes: with "
+        "DEBUG or DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE on.",
     )
 
     class Meta:

@@ -11,12 +11,14 @@ import secrets
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from connectors import registry
 from connectors.base import Connector, Credentials, Field, FieldType
+from connectors.hosts import destination_problem
 
 from .fields import EncryptedJSONField
 
@@ -84,6 +86,17 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_connector_display()}: {self.label}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.base_url and self.connector in registry.CONNECTORS:
+            # the credentials follow the base URL: the vendor's hosts only
+            # (``connectors.hosts``); the HTTP layer refuses the rest anyway
+            problem = destination_problem(
+                self.base_url, self.connector_class.vendor_hosts, self.get_connector_display()
+            )
+            if problem:
+                raise ValidationError({"base_url": problem})
 
     @property
     def connector_class(self) -> type[Connector]:

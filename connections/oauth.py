@@ -15,7 +15,11 @@ Endpoints can be pointed elsewhere (the sandboxes, a proxy) per provider in
 ``PROFILE_URL`` (HubSpot token info, Mailchimp metadata), ``IDENTITY_URL``
 (Google userinfo), and ``API_URL``, the API base an account authorized this
 way talks to (stored as its base URL override). They are read on every
-request, so tests can change them with ``override_settings``.
+request, so tests can change them with ``override_settings``. Like an
+account's base URL, they are honoured only where base-URL overrides are
+allowed (DEBUG or ``DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE``, see
+``connectors.hosts``): otherwise the code, the tokens and the client secret
+go to the vendor's own endpoints.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from django.urls import reverse
 
 from connectors import registry
 from connectors.base import Credentials
+from connectors.hosts import override_allowed
 
 from .models import Account
 
@@ -60,7 +65,8 @@ class SettingsURL:
         self.provider, self.key, self.default = provider, key, default
 
     def __get__(self, instance: object, owner: type | None = None) -> str:
-        return str(provider_settings(self.provider).get(self.key) or self.default)
+        override = provider_settings(self.provider).get(self.key) if override_allowed() else None
+        return str(override or self.default)
 
 
 def install_endpoint_overrides() -> None:
@@ -150,7 +156,7 @@ def store_account(request: HttpRequest, sociallogin: SocialLogin) -> Account:
     if provider not in dict(registry.choices()):
         raise PermissionError(f"{provider} is not a driftsync connector")
     remote_id = remote_id_of(sociallogin)
-    base_url = str(provider_settings(provider).get("API_URL") or "")
+    base_url = str(provider_settings(provider).get("API_URL") or "") if override_allowed() else ""
     user = request.user
     account = Account.objects.filter(
         connector=provider, remote_id=remote_id, base_url=base_url

@@ -289,6 +289,11 @@ class ConfigError(PermanentError):
     """The connection's settings do not fit the account (unknown audience ...)."""
 
 
+class UntrustedHost(ConfigError):
+    """Credentials were about to go to a host that is not the vendor's
+    (see ``connectors.hosts``); nothing was sent."""
+
+
 # -------------------------------------------------------------- connector
 
 
@@ -297,6 +302,8 @@ class Connector(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
     default_base_url: ClassVar[str]
+    #: the only hosts this app's credentials are sent to (``connectors.hosts``)
+    vendor_hosts: ClassVar[tuple[str, ...]] = ()
     #: largest page a list call may ask for / largest batch a write may send
     page_size: ClassVar[int] = 100
     write_batch_size: ClassVar[int] = 1

@@ -4,7 +4,12 @@ Timeouts, retries with exponential backoff and jitter on 429/5xx and on
 dropped connections (honouring ``Retry-After``) within a bounded total wait,
 connection pooling, a User-Agent, and OAuth token refresh on 401: once,
 single-flight per account. Errors come out classified and carry the app's
-own message.
+own message (an HTML page is never passed on: it is a proxy's or a
+stranger's, not the app's words).
+
+Credentials only leave through here, and only to the hosts the connector
+declares (``vendor_hosts``; the rule is in ``connectors.hosts``): every
+request and every token refresh checks its URL before anything is sent.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from .base import AuthError, ConnectorError, Credentials, NotFound, PermanentError, TransientError
+from .hosts import check_destination
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +68,36 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
+#: longest error text taken from a body that is not the app's JSON
+MAX_TEXT_ERROR = 300
+_SPACE = re.compile(r"\s+")
+
+
+def shorten(text: str, limit: int = MAX_TEXT_ERROR) -> str:
+    """One line, no control characters, at most ``limit`` characters."""
+    text = _SPACE.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def text_error_message(response: requests.Response) -> str:
+    """What to say about an answer that is not JSON: its text, short; an HTML
+    page (a proxy's error page, or whatever a stranger's server sent) only
+    as "HTTP 502 from <host>"."""
+    host = urlsplit(response.url or "").hostname or "the app"
+    fallback = f"HTTP {response.status_code} from {host}"
+    content_type = response.headers.get("Content-Type", "").lower()
+    text = response.text.strip()
+    if "html" in content_type or "xml" in content_type or text.startswith("<"):
+        return fallback
+    return shorten(text) or fallback
+
+
 def default_error_message(response: requests.Response) -> str:
     """The app's own message, for the common JSON error shapes."""
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip()
-        return text[:500] or response.reason or f"HTTP {response.status_code}"
+        return text_error_message(response)
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
@@ -79,7 +110,7 @@ def default_error_message(response: requests.Response) -> str:
             return str(body["message"])  # HubSpot
         if isinstance(err, str):
             return err
-    return response.text[:500] or f"HTTP {response.status_code}"
+    return shorten(response.text) or f"HTTP {response.status_code}"
 
 
 Refresher = Callable[[Credentials], Credentials]
@@ -98,6 +129,7 @@ class HttpClient:
         refresher: Refresher | None = None,
         refresh_hook: RefreshHook | None = None,
         account_key: str = "",
+        vendor_hosts: Iterable[str] = (),
         error_message: Callable[[requests.Response], str] = default_error_message,
         max_attempts: int = 6,
         max_wait: float = 60.0,
@@ -111,6 +143,9 @@ class HttpClient:
         self.refresher = refresher
         self.refresh_hook = refresh_hook
         self.account_key = account_key or f"anon-{id(self)}"
+        #: where this account's credentials may go; other hosts only as a
+        #: sandbox override (``connectors.hosts``)
+        self.vendor_hosts = tuple(vendor_hosts)
         self.error_message = error_message
         self.max_attempts = max_attempts
         self.max_wait = max_wait
@@ -146,6 +181,8 @@ class HttpClient:
         and failures to connect are still retried.
         """
         target = url or f"{self.base_url}{path}"
+        # before a refresh too: a refresh sends the refresh token and client secret
+        check_destination(target, self.vendor_hosts)
         waited = 0.0
         refreshed = False
         attempt = 0
@@ -253,17 +290,22 @@ def oauth_refresh(
     token_url: str,
     client_id: str,
     client_secret: str,
+    vendor_hosts: Iterable[str] = (),
 ) -> Refresher:
     """A refresher for the standard refresh_token grant (Drift, Google, HubSpot).
 
     Accepts snake_case and camelCase keys in the answer. A refused refresh
     (``invalid_grant``, revoked) raises ``AuthError``: the account needs a
-    person to authorize it again; it is never retried.
+    person to authorize it again; it is never retried. The refresh token and
+    the client secret go to ``token_url`` only when it is on ``vendor_hosts``
+    (or a sandbox override is allowed).
     """
+    hosts = tuple(vendor_hosts)
 
     def refresh(current: Credentials) -> Credentials:
         if not current.refresh_token:
             raise AuthError("The access token expired and there is no refresh token")
+        check_destination(token_url, hosts)
         try:
             response = session_factory().post(
                 token_url,

@@ -237,15 +237,49 @@ DRIFTSYNC_MAX_TRASH_SHARE = env.float("DRIFTSYNC_MAX_TRASH_SHARE", default=0.2)
 DRIFTSYNC_CLAIM_STALE_SECONDS = env.int("DRIFTSYNC_CLAIM_STALE_SECONDS", default=120)
 if DRIFTSYNC_CLAIM_STALE_SECONDS < 60:
     raise ImproperlyConfigured("DRIFTSYNC_CLAIM_STALE_SECONDS must be >= 60 (3 heartbeats)")
+#: let an account's base URL point somewhere other than its vendor's hosts (the
+#: sandboxes). Always allowed with DEBUG; `check --deploy` warns when this is on.
+#: Credentials are sent to that URL: see connectors/hosts.py and docs/security.md.
+DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE = env_bool("DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE", False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+#: webhook secrets ride in URL paths, which Django's request logger and the
+#: server's access log print: every logger and handler that prints a path
+#: masks them (driftsync/logging.py)
+_MASK = ["mask_webhook_secrets"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"mask_webhook_secrets": {"()": "driftsync.logging.MaskWebhookSecrets"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": _MASK},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": _MASK,
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"urllib3": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+        # a logger's filter changes the record before any handler sees it
+        "django.request": {"filters": _MASK},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": _MASK,
+        },
+    },
 }
 
 #: Drift's webhook verification token (the Drift app's settings page shows it)

@@ -11,6 +11,9 @@ os.environ.setdefault("Q_SYNC", "false")
 from driftsync.settings import *  # noqa: F403
 
 SECURE_SSL_REDIRECT = False
+# pytest-django turns DEBUG off; the tests point accounts at loopback sandboxes
+# (not through the environment: the subprocesses of test_settings stay clean)
+DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 

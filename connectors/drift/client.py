@@ -11,6 +11,9 @@ from ..http import HttpClient
 DEFAULT_BASE_URL = "https://driftapi.com"
 #: where the token endpoint lives relative to the API base (also in the sandbox)
 TOKEN_PATH = "/oauth2/token"
+TOKEN_URL = DEFAULT_BASE_URL + TOKEN_PATH
+#: the only hosts a Drift token (and the OAuth client secret) is sent to
+VENDOR_HOSTS = ("driftapi.com",)
 
 Record = dict[str, Any]
 

@@ -36,10 +36,11 @@ from ..base import (
     normalize_email,
     parse_iso_datetime,
 )
+from ..hosts import vendor_or_override
 from ..http import HttpClient, oauth_app_credentials, oauth_refresh
 from ..webhooks import Delivery, WebhookRejected
 from . import webhooks as drift_webhooks
-from .client import DEFAULT_BASE_URL, TOKEN_PATH, DriftClient, Record
+from .client import DEFAULT_BASE_URL, TOKEN_PATH, TOKEN_URL, VENDOR_HOSTS, DriftClient, Record
 
 ATTRIBUTE_TYPES: dict[str, FieldType] = {
     "STRING": FieldType.TEXT,
@@ -75,6 +76,7 @@ class DriftConnector(Connector):
     key = "drift"
     name = "Drift"
     default_base_url = DEFAULT_BASE_URL
+    vendor_hosts = VENDOR_HOSTS
     capabilities = Capabilities(
         list_changes=False,
         detect_deletions=False,
@@ -109,13 +111,16 @@ class DriftConnector(Connector):
         refresher = None
         if self.credentials.refresh_token:
             client_id, secret = oauth_app_credentials(self.oauth_provider)
-            refresher = oauth_refresh(self._session, self.token_url(), client_id, secret)
+            refresher = oauth_refresh(
+                self._session, self.token_url(), client_id, secret, self.vendor_hosts
+            )
         self.http = HttpClient(
             self.base_url,
             credentials=self.credentials,
             refresher=refresher,
             refresh_hook=self.refresh_hook,
             account_key=self.account_key,
+            vendor_hosts=self.vendor_hosts,
         )
         self.client = DriftClient(self.http)
         self._schema: dict[str, Field] | None = None
@@ -124,8 +129,10 @@ class DriftConnector(Connector):
         return self.http.session
 
     def token_url(self) -> str:
-        """The token endpoint: Drift's own, or the sandbox's under an overridden base."""
-        return f"{self.base_url}{self.token_path}"
+        """The token endpoint: Drift's own, or the sandbox's under an overridden
+        base (only where overrides are allowed)."""
+        derived = f"{self.base_url}{self.token_path}"
+        return vendor_or_override(TOKEN_URL, derived, self.base_url, self.vendor_hosts)
 
     @property
     def tags_attribute(self) -> str:

@@ -22,6 +22,8 @@ from allauth.socialaccount.providers.oauth2.views import (
 from django.conf import settings
 from django.http import HttpRequest
 
+from ..hosts import override_allowed
+
 AUTHORIZE_URL = "https://dev.drift.com/authorize"
 ACCESS_TOKEN_URL = "https://driftapi.com/oauth2/token"
 API_URL = "https://driftapi.com"
@@ -37,8 +39,11 @@ TOKEN_KEYS = {
 
 
 def provider_setting(name: str, default: str) -> str:
+    """An endpoint from settings, honoured only where base-URL overrides are
+    allowed (``connectors.hosts``): the code and client secret go there."""
     conf = getattr(settings, "SOCIALACCOUNT_PROVIDERS", {}).get("drift", {})
-    return str(conf.get(name) or default).rstrip("/")
+    override = conf.get(name) if override_allowed() else None
+    return str(override or default).rstrip("/")
 
 
 def normalize_token_response(data: dict[str, Any]) -> dict[str, Any]:

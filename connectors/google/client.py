@@ -20,6 +20,8 @@ from connectors.http import HttpClient, classify, default_error_message
 
 DEFAULT_BASE_URL = "https://people.googleapis.com/v1"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
+#: the only hosts a Google token (and the OAuth client secret) is sent to
+VENDOR_HOSTS = ("people.googleapis.com", "oauth2.googleapis.com")
 EXPIRED_SYNC_TOKEN = "EXPIRED_SYNC_TOKEN"
 
 Person = dict[str, Any]

@@ -40,11 +40,13 @@ from connectors.base import (
     normalize_email,
     parse_iso_datetime,
 )
+from connectors.hosts import vendor_or_override
 from connectors.http import HttpClient, make_session, oauth_app_credentials, oauth_refresh
 
 from .client import (
     DEFAULT_BASE_URL,
     TOKEN_URL,
+    VENDOR_HOSTS,
     BatchRejected,
     GoogleClient,
     Person,
@@ -153,6 +155,7 @@ class GoogleConnector(Connector):
         custom_fields=True,
     )
     default_base_url = DEFAULT_BASE_URL
+    vendor_hosts = VENDOR_HOSTS
     page_size = 1000
     write_batch_size = 200
     list_endpoints = frozenset({"GET /people/me/connections"})
@@ -204,7 +207,11 @@ class GoogleConnector(Connector):
         if credentials.refresh_token:
             client_id, secret = oauth_app_credentials(self.oauth_provider)
             refresher = oauth_refresh(
-                make_session, self.token_url_for(self.base_url), client_id, secret
+                make_session,
+                self.token_url_for(self.base_url),
+                client_id,
+                secret,
+                self.vendor_hosts,
             )
         self.http = HttpClient(
             self.base_url,
@@ -212,6 +219,7 @@ class GoogleConnector(Connector):
             refresher=refresher,
             refresh_hook=refresh_hook if refresher else None,
             account_key=account_key,
+            vendor_hosts=self.vendor_hosts,
         )
         self.client = GoogleClient(self.http)
         self._groups: dict[str, dict[str, Any]] | None = None
@@ -228,10 +236,11 @@ class GoogleConnector(Connector):
 
     @classmethod
     def token_url_for(cls, base_url: str) -> str:
+        """Google's token endpoint; a sandbox's (next to its ``/v1``) only
+        under an overridden base where overrides are allowed."""
         base = base_url.rstrip("/")
-        if base == DEFAULT_BASE_URL:
-            return TOKEN_URL
-        return base.removesuffix("/v1") + cls.token_path
+        derived = base.removesuffix("/v1") + cls.token_path
+        return vendor_or_override(TOKEN_URL, derived, base, cls.vendor_hosts)
 
     @property
     def scope_group(self) -> str:

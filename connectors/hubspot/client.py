@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ..base import AuthError, ConnectorError, NotFound, PermanentError
-from ..http import HttpClient
+from ..http import HttpClient, shorten, text_error_message
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
@@ -30,9 +30,9 @@ def hubspot_error_message(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:500] or response.reason or f"HTTP {response.status_code}"
+        return text_error_message(response)
     if not isinstance(body, dict):
-        return str(body)[:500]
+        return shorten(str(body))
     message = str(body.get("message") or body.get("error_description") or body.get("error") or "")
     match = _INNER.match(message)
     if match:

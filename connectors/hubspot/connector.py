@@ -57,6 +57,7 @@ from ..base import (
     normalize_email,
     parse_iso_datetime,
 )
+from ..hosts import vendor_or_override
 from ..http import HttpClient, make_session, oauth_app_credentials, oauth_refresh
 from .client import HubSpotClient, existing_id, hubspot_error_message
 
@@ -172,6 +173,8 @@ class HubSpotConnector(Connector):
         custom_fields=True,
     )
     default_base_url = "https://api.hubapi.com"
+    #: the only host a HubSpot token (and the OAuth client secret) is sent to
+    vendor_hosts = ("api.hubapi.com",)
     #: GET /crm/v3/objects/contacts takes at most 100
     page_size = 100
     #: POST .../search takes at most 200 (raised from 100 in 2024)
@@ -217,13 +220,16 @@ class HubSpotConnector(Connector):
         refresher = None
         if credentials.refresh_token:
             client_id, secret = oauth_app_credentials(self.oauth_provider)
-            refresher = oauth_refresh(make_session, self.token_url(), client_id, secret)
+            refresher = oauth_refresh(
+                make_session, self.token_url(), client_id, secret, self.vendor_hosts
+            )
         self.http = HttpClient(
             self.base_url,
             credentials=credentials,
             refresher=refresher,
             refresh_hook=self.refresh_hook,
             account_key=self.account_key,
+            vendor_hosts=self.vendor_hosts,
             error_message=hubspot_error_message,
         )
         self.client = HubSpotClient(self.http)
@@ -234,7 +240,11 @@ class HubSpotConnector(Connector):
         self.tags_property = str(self.settings.get("tags_property") or DEFAULT_TAGS_PROPERTY)
 
     def token_url(self) -> str:
-        return f"{self.base_url}{self.token_path}"
+        """HubSpot's token endpoint; a sandbox's only under an overridden base
+        where overrides are allowed."""
+        vendor = f"{self.default_base_url}{self.token_path}"
+        derived = f"{self.base_url}{self.token_path}"
+        return vendor_or_override(vendor, derived, self.base_url, self.vendor_hosts)
 
     # ------------------------------------------------------------------ account
 

@@ -17,12 +17,23 @@ from typing import Any
 import requests
 
 from ..base import AuthError, Credentials, NotFound, TransientError
-from ..http import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, make_session
+from ..hosts import check_destination, is_vendor_url
+from ..http import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    HttpClient,
+    make_session,
+    shorten,
+    text_error_message,
+)
 
 AUTHORIZE_URL = "https://login.mailchimp.com/oauth2/authorize"
 TOKEN_URL = "https://login.mailchimp.com/oauth2/token"
 METADATA_URL = "https://login.mailchimp.com/oauth2/metadata"
 API_ROOT_TEMPLATE = "https://{dc}.api.mailchimp.com/3.0"
+#: the only hosts a Mailchimp key or token is sent to: the account's data
+#: center (``us6.api.mailchimp.com``) and the OAuth metadata endpoint's host
+VENDOR_HOSTS = ("*.api.mailchimp.com", "login.mailchimp.com")
 
 #: largest ``count`` a collection endpoint accepts / largest batch subscribe
 MAX_COUNT = 1000
@@ -42,6 +53,7 @@ MEMBER_FIELDS = (
 )
 
 _DC_SUFFIX = re.compile(r"-([a-z]+[0-9]+)$")
+_DC = re.compile(r"^[a-z]+[0-9]+$")
 
 
 def subscriber_hash(email: str) -> str:
@@ -55,12 +67,19 @@ def dc_from_api_key(api_key: str) -> str | None:
 
 
 def api_root_for(credentials: Credentials) -> str | None:
-    """The real API root for these credentials, or None when nothing says the dc."""
-    endpoint = credentials.extra.get("api_endpoint")
-    if endpoint:
-        return str(endpoint).rstrip("/") + "/3.0"
-    dc = credentials.extra.get("dc") or dc_from_api_key(credentials.api_key)
-    return API_ROOT_TEMPLATE.format(dc=dc) if dc else None
+    """The real API root for these credentials, or None when nothing says the dc.
+
+    An API key says its own dc (``-us6``); an OAuth token's comes from the
+    metadata call. Anything that is not a Mailchimp data-center host is
+    ignored, so credentials never go elsewhere through here."""
+    if credentials.api_key:
+        dc = dc_from_api_key(credentials.api_key)
+        return API_ROOT_TEMPLATE.format(dc=dc) if dc else None
+    endpoint = str(credentials.extra.get("api_endpoint") or "").rstrip("/")
+    if endpoint and is_vendor_url(endpoint, VENDOR_HOSTS[:1]):
+        return endpoint + "/3.0"
+    dc = str(credentials.extra.get("dc") or "")
+    return API_ROOT_TEMPLATE.format(dc=dc) if _DC.match(dc) else None
 
 
 def mailchimp_auth(credentials: Credentials) -> dict[str, str]:
@@ -77,9 +96,9 @@ def mailchimp_error_message(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:500] or response.reason or f"HTTP {response.status_code}"
+        return text_error_message(response)
     if not isinstance(body, dict):
-        return str(body)[:500]
+        return shorten(str(body))
     message = str(body.get("detail") or body.get("title") or f"HTTP {response.status_code}")
     field_errors = [
         f"{err.get('field') or 'value'}: {err.get('message')}"
@@ -97,6 +116,8 @@ def fetch_metadata(
     """Who an OAuth token belongs to: ``dc``, ``api_endpoint``, ``user_id``,
     ``accountname``. Mailchimp answers a bad token with 200 and
     ``{"error": "invalid_token"}``; that is an ``AuthError`` here."""
+    # the token goes in the header: Mailchimp's own endpoint only (or a sandbox's)
+    check_destination(metadata_url, VENDOR_HOSTS, "Mailchimp")
     session = session or make_session(1)
     try:
         response = session.get(
@@ -140,6 +161,7 @@ class MailchimpClient:
             credentials=credentials,
             authorize=mailchimp_auth,
             account_key=account_key,
+            vendor_hosts=VENDOR_HOSTS,
             error_message=mailchimp_error_message,
             session=session,
         )

@@ -57,6 +57,7 @@ from ..base import (
     normalize_email,
     parse_iso_datetime,
 )
+from ..hosts import is_vendor_url, override_allowed
 from ..webhooks import Delivery, WebhookRejected
 from . import webhooks as mailchimp_webhooks
 from .client import (
@@ -65,6 +66,7 @@ from .client import (
     MAX_COUNT,
     METADATA_URL,
     TOKEN_URL,
+    VENDOR_HOSTS,
     MailchimpClient,
     api_root_for,
     fetch_metadata,
@@ -189,6 +191,7 @@ class MailchimpConnector(Connector):
     )
     webhooks = mailchimp_webhooks.WEBHOOKS
     default_base_url = "https://{dc}.api.mailchimp.com/3.0"
+    vendor_hosts = VENDOR_HOSTS
     page_size = MAX_COUNT
     write_batch_size = MAX_BATCH
     upsert_batches = True  # POST /lists/{id} with update_existing
@@ -251,8 +254,9 @@ class MailchimpConnector(Connector):
     @classmethod
     def oauth_urls(cls, base_url: str | None = None) -> dict[str, str]:
         """Authorize, token and metadata URLs: the real ones, or the sandbox's
-        when ``base_url`` overrides the API root (``<prefix>/3.0``)."""
-        if not base_url:
+        when ``base_url`` overrides the API root (``<prefix>/3.0``) where
+        overrides are allowed."""
+        if not base_url or is_vendor_url(base_url, cls.vendor_hosts) or not override_allowed():
             return {
                 "authorize": cls.authorize_url,
                 "token": cls.token_url,

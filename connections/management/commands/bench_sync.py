@@ -20,6 +20,7 @@ import sys
 import tempfile
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
@@ -84,8 +85,12 @@ class Command(BaseCommand):
             say(f"database: {path}")
             call_command("migrate", verbosity=0, interactive=False)
         try:
-            # DEBUG would keep every SQL statement in memory: not what production runs
-            with override_settings(DEBUG=False):
+            # DEBUG would keep every SQL statement in memory: not what production runs;
+            # the bench accounts still point at its loopback sandboxes, as DEBUG allowed
+            sandboxes_allowed = settings.DEBUG or settings.DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE
+            with override_settings(
+                DEBUG=False, DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE=sandboxes_allowed
+            ):
                 report = bench.run_benchmark(
                     opts["pair"],
                     opts["contacts"],
