@@ -62,6 +62,18 @@ from .client import HubSpotClient, existing_id, hubspot_error_message
 
 DEFAULT_TAGS_PROPERTY = "driftsync_tags"
 
+#: every scope the connector uses, requested on OAuth and checked by ``check()``:
+#: contacts read/write (https://developers.hubspot.com/docs/api/crm/contacts) and
+#: the contact schema, read to list properties and write to create and extend
+#: the tags property (https://developers.hubspot.com/docs/api/crm/properties)
+REQUIRED_SCOPES: tuple[str, ...] = (
+    "oauth",
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.contacts.read",
+    "crm.schemas.contacts.write",
+)
+
 #: key -> (type, meaning, label used when the portal does not list the property)
 STANDARD_FIELDS: dict[str, tuple[FieldType, Semantic | None, str]] = {
     "email": (FieldType.EMAIL, Semantic.EMAIL, "Email"),
