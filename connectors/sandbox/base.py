@@ -211,8 +211,10 @@ class SandboxApp:
                 return None
             self.tokens.pop(old, None)
             granted = self.token_scopes.pop(old, None)
+        if granted is None or granted == frozenset(self.default_scopes):
+            return self.issue_token()  # subclasses may override issue_token(ttl)
         # a refreshed token keeps the scopes that were granted
-        return self.issue_token(scopes=sorted(granted) if granted is not None else None)
+        return self.issue_token(scopes=sorted(granted))
 
     def scopes_of(self, token: str) -> frozenset[str] | None:
         """The scopes a token carries; ``None`` for static tokens (all of them)."""
@@ -351,7 +353,9 @@ class SandboxApp:
     def _new_token(self, request: Request) -> Any:
         body = request.json() or {}
         scopes = body.get("scopes")
-        return self.issue_token(body.get("ttl"), list(scopes) if scopes is not None else None)
+        if scopes is None:
+            return self.issue_token(body.get("ttl"))  # subclasses may override issue_token(ttl)
+        return self.issue_token(body.get("ttl"), list(scopes))
 
     @route("POST", r"/_sandbox/tokens/revoke", auth=False)
     def _revoke(self, request: Request) -> Any:
