@@ -197,7 +197,15 @@ SOCIALACCOUNT_PROVIDERS = {
     "mailchimp": {"APP": _oauth_app("MAILCHIMP")},
     "hubspot": {
         "APP": _oauth_app("HUBSPOT"),
-        "SCOPE": ["oauth", "crm.objects.contacts.read", "crm.objects.contacts.write"],
+        # every scope the connector uses (connectors.hubspot.connector.REQUIRED_SCOPES;
+        # tests/connectors/test_hubspot_fidelity.py keeps the two in step)
+        "SCOPE": [
+            "oauth",
+            "crm.objects.contacts.read",
+            "crm.objects.contacts.write",
+            "crm.schemas.contacts.read",
+            "crm.schemas.contacts.write",
+        ],
     },
     "drift": {"APP": _oauth_app("DRIFT")},
 }

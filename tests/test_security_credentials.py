@@ -273,7 +273,10 @@ def test_the_sandboxes_still_work_in_debug_or_with_the_override(
     account.save()
     recorder.answer = (200, "application/json", '{"portalId": 42}')
     assert account.build_connector().check().remote_id == "42"
-    assert [path for _, path, _ in recorder.requests] == ["/hubspot/account-info/v3/details"]
+    paths = [path for _, path, _ in recorder.requests]
+    # the account's details, then what the token is allowed (its scopes)
+    assert paths[0] == "/hubspot/account-info/v3/details"
+    assert all(path.startswith("/hubspot/") for path in paths)
     assert GoogleConnector.token_url_for(recorder.url + "/google/v1") == (
         recorder.url + "/google/token"
     )

@@ -4,6 +4,30 @@ Drift cannot list contacts: they arrive through its webhooks
 (``contact_identified``, ``contact_updated``, ``user_unsubscribed``), which the
 engine reads from its inbox, and are then read and written one by one.
 Several Drift contacts may share an email; lookups return them oldest first.
+
+Tags: Drift "replaced contact tags with attributes" and one can "no longer
+apply those tags to a contact's profile"
+(https://devdocs.drift.com/docs/contact-model); its tag endpoint refuses a
+name that maps to no known tag with 400 CONTACT-9
+(https://devdocs.drift.com/docs/contact-errors). So a contact's tags live in
+one text attribute by default (``driftsync_tags``, created by the first
+write: an unknown key creates a custom attribute), comma separated, sorted.
+Drift lists no multi-value attribute type (STRING, NUMERIC, BOOLEAN,
+DATETIME, DATE: https://devdocs.drift.com/docs/listing-custom-attributes), so
+a tag holding a comma cannot be stored and is refused for that contact. The
+legacy tag endpoints are used only where a connection chooses them (side
+setting ``tags_attribute`` = ``LEGACY_TAGS``), for orgs that still have tags;
+a tag Drift refuses there stops the connection with a message naming it
+(``TagRefused``), instead of failing the contact on every run.
+
+Clearing: attributes are documented as "a key and a non-null value"; null is
+never sent. A cleared value is written as "" and read back as empty.
+
+CQL source: Drift documents no standard attribute for it (the CQL score is a
+bolt rating, -1/1/2/3: https://help.drift.com/settings/the-cql-in-drift). An
+org attribute labelled "CQL Source" or "Lead Source" is used when the org has
+one; otherwise the field is the custom attribute ``cql_source``, created by
+the first write.
 """
 
 from __future__ import annotations
@@ -18,6 +42,7 @@ from ..base import (
     Capabilities,
     ConfigError,
     Connector,
+    ConnectorError,
     Contact,
     ContactRejected,
     ContactWrite,
@@ -61,6 +86,14 @@ NOT_FIELDS = frozenset({"tags", "socialProfiles", "events"})
 COMPANY_LABELS = frozenset({"company", "company name"})
 TITLE_LABELS = frozenset({"title", "job title", "employment title"})
 LEAD_STAGE_LABELS = frozenset({"lead stage"})
+CQL_SOURCE_LABELS = frozenset({"cql source", "lead source"})
+
+#: where tags live unless a connection says otherwise (see the module doc)
+DEFAULT_TAGS_ATTRIBUTE = "driftsync_tags"
+#: the ``tags_attribute`` value that chooses Drift's legacy tag endpoints
+LEGACY_TAGS = "drift:legacy-tags"
+#: the custom attribute that holds the CQL source where the org has none
+CQL_SOURCE_KEY = "cql_source"
 
 #: the standard fields whose keys Drift fixes
 BASE_FIELDS: tuple[Field, ...] = (
@@ -100,8 +133,10 @@ class DriftConnector(Connector):
             "tags_attribute",
             "Keep tags in attribute",
             help_text=(
-                "Drift recommends attributes over its legacy tags: pick a text attribute "
-                "to hold the tags (comma separated), or leave empty to use Drift tags."
+                "Drift replaced contact tags with attributes: tags are kept, comma "
+                f"separated, in a text attribute ({DEFAULT_TAGS_ATTRIBUTE} unless you pick "
+                "another; created on first use). Choose Drift's legacy tags only if your "
+                "org still has them: Drift refuses a tag name its settings do not define."
             ),
         ),
     )
@@ -136,7 +171,11 @@ class DriftConnector(Connector):
 
     @property
     def tags_attribute(self) -> str:
-        return str(self.settings.get("tags_attribute") or "").strip()
+        """The attribute holding the tags, or "" for Drift's legacy tags."""
+        chosen = str(self.settings.get("tags_attribute") or "").strip()
+        if chosen == LEGACY_TAGS:
+            return ""
+        return chosen or DEFAULT_TAGS_ATTRIBUTE
 
     # -- account ----------------------------------------------------------
 
@@ -168,12 +207,16 @@ class DriftConnector(Connector):
         )
 
     def side_options(self) -> dict[str, list[tuple[str, str]]]:
-        options = [("", "Drift tags (legacy)")]
+        options = [(DEFAULT_TAGS_ATTRIBUTE, "DriftSync tags attribute (created on first use)")]
         options += [
             (f.key, f.label)
             for f in self.fields()
-            if f.custom and f.type == FieldType.TEXT and not f.read_only
+            if f.custom
+            and f.type == FieldType.TEXT
+            and not f.read_only
+            and f.key != DEFAULT_TAGS_ATTRIBUTE
         ]
+        options.append((LEGACY_TAGS, "Drift tags (legacy: only where the org still has them)"))
         return {"tags_attribute": options}
 
     # -- schema -----------------------------------------------------------
@@ -195,6 +238,7 @@ class DriftConnector(Connector):
             attributes = []
         schema = {f.key: f for f in BASE_FIELDS}
         found: dict[Semantic, str] = {}
+        found_keys: set[str] = set()
         extra: list[Field] = []
         for attr in attributes:
             key = str(attr["name"])
@@ -203,6 +247,8 @@ class DriftConnector(Connector):
             ftype = ATTRIBUTE_TYPES.get(str(attr.get("type") or "").upper(), FieldType.TEXT)
             if key in schema or key in NOT_FIELDS or key.startswith("_"):
                 continue
+            if key == self.tags_attribute:
+                continue  # the tags, not a field
             if folded in COMPANY_LABELS and Semantic.COMPANY not in found:
                 found[Semantic.COMPANY] = key
                 schema[key] = Field(key, label, FieldType.TEXT, semantic=Semantic.COMPANY)
@@ -212,6 +258,9 @@ class DriftConnector(Connector):
             elif folded in LEAD_STAGE_LABELS and Semantic.LEAD_STAGE not in found:
                 found[Semantic.LEAD_STAGE] = key
                 schema[key] = Field(key, label, ftype, semantic=Semantic.LEAD_STAGE)
+            elif folded in CQL_SOURCE_LABELS and "cql_source" not in found_keys:
+                found_keys.add("cql_source")
+                schema[key] = Field(key, label, FieldType.TEXT)
             elif "cql" in folded.split() or key.casefold() in ("cql", "cql_score"):
                 # Drift's own score (-1, 1, 2, 3): standard, not custom
                 schema[key] = Field(key, label, FieldType.NUMBER)
@@ -223,6 +272,9 @@ class DriftConnector(Connector):
         ):
             if semantic not in found and fallback not in schema:
                 schema[fallback] = Field(fallback, label, FieldType.TEXT, semantic=semantic)
+        if "cql_source" not in found_keys:
+            schema.pop(CQL_SOURCE_KEY, None)
+            schema[CQL_SOURCE_KEY] = Field(CQL_SOURCE_KEY, "CQL source", FieldType.TEXT)
         for f in extra:
             schema.setdefault(f.key, f)
         self._schema = schema
@@ -260,6 +312,7 @@ class DriftConnector(Connector):
         results = []
         for write in writes:
             try:
+                self._check_tag_names(write.add_tags)
                 contact = self._create(write) if write.id is None else self._update(write)
             except (AuthError, ConfigError):
                 raise
@@ -272,8 +325,20 @@ class DriftConnector(Connector):
                 results.append(WriteResult(write.ref, contact=contact))
         return results
 
+    def _check_tag_names(self, tags: frozenset[str]) -> None:
+        if not self.tags_attribute:
+            return
+        bad = sorted(t for t in tags if "," in t or ";" in t or not t.strip())
+        if bad:
+            raise ContactRejected(
+                f"Drift keeps tags comma separated in the {self.tags_attribute!r} attribute: "
+                f"cannot store tag {bad[0]!r}"
+            )
+
     def _create(self, write: ContactWrite) -> Contact:
-        attributes = {k: v for k, v in self.to_attributes(write.fields).items() if v is not None}
+        attributes = {
+            k: v for k, v in self.to_attributes(write.fields).items() if v not in (None, "")
+        }
         if write.email:
             attributes["email"] = write.email.strip()
         add = write.add_tags
@@ -298,8 +363,9 @@ class DriftConnector(Connector):
         assert write.id is not None
         current = write.current
         attributes = self.to_attributes(write.fields)
-        if write.email is not None:
-            attributes["email"] = write.email.strip() or None
+        if write.email is not None and write.email.strip():
+            # an email is never cleared: Drift takes no null, and "" is no address
+            attributes["email"] = write.email.strip()
         if current is not None:
             # PATCH only what differs from the contact as last read
             attributes = {
@@ -316,7 +382,7 @@ class DriftConnector(Connector):
                 if current is None:
                     current = self._require(write.id)
                 wanted = (current.tags | add) - remove
-                attributes[self.tags_attribute] = _join_tags(wanted) or None
+                attributes[self.tags_attribute] = _join_tags(wanted)
             add = remove = frozenset()
         record: Record | None = None
         if attributes:
@@ -336,7 +402,14 @@ class DriftConnector(Connector):
     ) -> Contact:
         stale = False
         if add:
-            echoed = self.client.add_tags(contact_id, sorted(add))
+            try:
+                echoed = self.client.add_tags(contact_id, sorted(add))
+            except PermanentError as exc:
+                if exc.status != 400 or isinstance(exc, (AuthError, ConfigError)):
+                    raise
+                # the body holds nothing but tag names: a 400 is Drift's
+                # CONTACT-9, a name with no known tag id
+                raise TagRefused(sorted(add), exc) from exc
             record, stale = (echoed, False) if echoed else (record, True)
         if remove:
             echoed = self.client.remove_tags(contact_id, sorted(remove))
@@ -377,13 +450,15 @@ class DriftConnector(Connector):
         )
 
     def to_attributes(self, fields: Mapping[str, Any]) -> Record:
+        """Attributes as Drift takes them; a cleared value is "" (never null)."""
         out: Record = {}
         schema = self._fields()
         for key, value in fields.items():
             f = schema.get(key)
             if f is not None and f.read_only:
                 continue
-            out[key] = _to_drift(f.type if f else None, value)
+            converted = _to_drift(f.type if f else None, value)
+            out[key] = "" if converted is None else converted
         return out
 
     def _canonical(self, key: str, value: Any) -> Any:
@@ -412,6 +487,26 @@ class DriftConnector(Connector):
                 InboxEvent(event.kind, event.contact_id, event.email, contact, event.occurred_at)
             )
         return events
+
+
+class TagRefused(ConfigError):
+    """Drift refused a legacy tag name (400 CONTACT-9: no known tag id).
+
+    Not one contact's fault: every contact given this tag would fail the
+    same way, so it stops the connection with a message that says what to do.
+    """
+
+    def __init__(self, tags: list[str], cause: ConnectorError) -> None:
+        names = ", ".join(repr(t) for t in tags)
+        super().__init__(
+            f"Drift refused tag {names} (CONTACT-9: no tag with that name in this Drift "
+            f"org; Drift said: {cause.message}). Drift replaced contact tags with "
+            "attributes: keep this connection's tags in an attribute (the default, "
+            f"{DEFAULT_TAGS_ATTRIBUTE}) or create the tag in Drift's settings.",
+            status=cause.status,
+            code="CONTACT-9",
+        )
+        self.tags = tags
 
 
 def _age(contact: Contact) -> tuple[float, int, str]:

@@ -21,6 +21,9 @@ PROPERTIES = "/crm/v3/properties/contacts"
 HANDLED = (400, 403, 404, 409, 422)
 _INNER = re.compile(r"^(?P<head>[^\[]*?):\s*(?P<json>\[.*\])\s*$", re.DOTALL)
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+#: "Cannot set PropertyValueCoordinates{... propertyName=email, value=x} on <A>.
+#: <B> already has that value.": B holds the value (A is the record written to)
+_TAKEN_BY = re.compile(r"(\d+)\s+already has that value")
 
 
 def hubspot_error_message(response: requests.Response) -> str:
@@ -48,12 +51,54 @@ def hubspot_error_message(response: requests.Response) -> str:
     return message or f"HTTP {response.status_code}"
 
 
+class MissingScopes(AuthError):
+    """HubSpot's 403 MISSING_SCOPES: the token lacks a scope the call needs."""
+
+    def __init__(self, scopes: list[str], message: str = "", *, status: int | None = 403) -> None:
+        named = ", ".join(scopes) or "(HubSpot did not say which)"
+        super().__init__(
+            f"The HubSpot token lacks the scope {named}. OAuth: reconnect the account "
+            "(driftsync requests every scope it uses); private app: add the scope in the "
+            "app's settings and paste the new token."
+            + (f" HubSpot said: {message}" if message else ""),
+            status=status,
+            code="MISSING_SCOPES",
+        )
+        self.scopes = scopes
+
+
+def required_scopes(body: Any) -> list[str]:
+    """The scopes a MISSING_SCOPES answer names: ``requiredGranularScopes`` or
+    ``requiredScopes``, in ``context`` or in each ``errors[].context``
+    (HubSpot/hubspot-api-nodejs#50, #268)."""
+    if not isinstance(body, dict):
+        return []
+    contexts = [body.get("context")]
+    contexts += [e.get("context") for e in body.get("errors") or [] if isinstance(e, dict)]
+    out: list[str] = []
+    for context in contexts:
+        if not isinstance(context, dict):
+            continue
+        for key in ("requiredGranularScopes", "requiredScopes"):
+            for scope in context.get(key) or []:
+                if str(scope) not in out:
+                    out.append(str(scope))
+    return out
+
+
 def existing_id(error: ConnectorError) -> str | None:
-    """The id in HubSpot's 409 "Contact already exists. Existing ID: 123"."""
-    if error.status != 409:
-        return None
-    match = _EXISTING_ID.search(error.message)
-    return match.group(1) if match else None
+    """The contact that already has the email, from either answer HubSpot gives:
+    409 "Contact already exists. Existing ID: 123" (HubSpot/hubspot-api-nodejs#545)
+    or 400 VALIDATION_ERROR "... on 456. 123 already has that value." (verbatim
+    production answers quoted in a public HubSpot intake test, code index id
+    68689323038)."""
+    if error.status == 409:
+        match = _EXISTING_ID.search(error.message)
+        return match.group(1) if match else None
+    if error.status == 400:
+        match = _TAKEN_BY.search(error.message)
+        return match.group(1) if match else None
+    return None
 
 
 @dataclass
@@ -102,10 +147,13 @@ class HubSpotClient:
     def _error(response: requests.Response) -> ConnectorError:
         message = hubspot_error_message(response)
         try:
-            category = str(response.json().get("category") or "")
+            body = response.json()
+            category = str(body.get("category") or "")
         except (ValueError, AttributeError):
-            category = ""
+            body, category = None, ""
         status = response.status_code
+        if status == 403 and category == "MISSING_SCOPES":
+            return MissingScopes(required_scopes(body), message, status=status)
         if status == 403:
             # missing scopes or a portal without CRM access: a person must fix the account
             return AuthError(message, status=status, code=category)
@@ -129,6 +177,15 @@ class HubSpotClient:
             "GET",
             f"/oauth/v1/access-tokens/{token}",
             stat_key="GET /oauth/v1/access-tokens/{token}",
+        ).json()
+
+    def private_app_token_info(self, token: str) -> dict[str, Any]:
+        """A private app token's scopes (https://developers.hubspot.com/docs/api/private-apps)."""
+        return self._send(
+            "POST",
+            "/oauth/v2/private-apps/get/access-token-info",
+            body={"tokenKey": token},
+            stat_key="POST /oauth/v2/private-apps/get/access-token-info",
         ).json()
 
     # ------------------------------------------------------------------ properties

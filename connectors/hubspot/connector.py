@@ -59,9 +59,21 @@ from ..base import (
 )
 from ..hosts import vendor_or_override
 from ..http import HttpClient, make_session, oauth_app_credentials, oauth_refresh
-from .client import HubSpotClient, existing_id, hubspot_error_message
+from .client import HubSpotClient, MissingScopes, existing_id, hubspot_error_message
 
 DEFAULT_TAGS_PROPERTY = "driftsync_tags"
+
+#: every scope the connector uses, requested on OAuth and checked by ``check()``:
+#: contacts read/write (https://developers.hubspot.com/docs/api/crm/contacts) and
+#: the contact schema, read to list properties and write to create and extend
+#: the tags property (https://developers.hubspot.com/docs/api/crm/properties)
+REQUIRED_SCOPES: tuple[str, ...] = (
+    "oauth",
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.contacts.read",
+    "crm.schemas.contacts.write",
+)
 
 #: key -> (type, meaning, label used when the portal does not list the property)
 STANDARD_FIELDS: dict[str, tuple[FieldType, Semantic | None, str]] = {
@@ -259,13 +271,15 @@ class HubSpotConnector(Connector):
         }
         label = f"HubSpot portal {portal}"
         token = self.http.credentials.access_token
-        if token:  # OAuth; a private-app token has no metadata endpoint
+        granted: list[str] | None = None
+        if token:  # OAuth
             try:
                 info = self.client.access_token_info(token)
             except NotFound:
                 info = {}
             if info.get("user"):
                 label = f"{label} ({info['user']})"
+            granted = info.get("scopes") if "scopes" in info else None
             extra.update(
                 {
                     "user": info.get("user"),
@@ -273,6 +287,23 @@ class HubSpotConnector(Connector):
                     "scopes": info.get("scopes") or [],
                 }
             )
+        elif self.http.credentials.api_key:  # a private app's token
+            try:
+                info = self.client.private_app_token_info(self.http.credentials.api_key)
+            except (NotFound, MissingScopes):
+                info = {}
+            except AuthError:
+                raise
+            except PermanentError:
+                info = {}  # no metadata for this token: the scopes show at first use
+            granted = info.get("scopes") if "scopes" in info else None
+            extra["scopes"] = info.get("scopes") or []
+        if granted is not None:
+            # "oauth" is an OAuth app's own scope: private apps have none such
+            needed = REQUIRED_SCOPES if token else tuple(s for s in REQUIRED_SCOPES if s != "oauth")
+            missing = [s for s in needed if s not in set(granted)]
+            if missing:
+                raise MissingScopes(missing)
         return AccountInfo(remote_id=portal, label=label, extra=extra)
 
     def side_options(self) -> dict[str, list[tuple[str, str]]]:
@@ -913,9 +944,31 @@ class _WriteRun:
         except PermanentError as exc:
             if not _is_record_error(exc):
                 raise
+            holder = existing_id(exc) if self.props[i].get("email") else None
+            if holder and holder != str(self.writes[i].id):
+                self._update_holder(i, holder, exc)
+                return
             self._reject(i, exc)
             return
         self._written(i, record)
+
+    def _update_holder(self, i: int, holder: str, refusal: PermanentError) -> None:
+        """The email this update sets belongs to contact ``holder``: contacts
+        match on email, so bind to that contact and write the change there
+        (retrying the same update would fail the same way forever)."""
+        try:
+            record = self.client.update_contact(holder, self.props[i])
+        except PermanentError as exc:
+            if not _is_record_error(exc):
+                raise
+            self._reject(i, refusal)
+            return
+        contact = self.c._contact(record)
+        contact.fields = {**self.writes[i].fields, **contact.fields}
+        contact.fields.pop(FULL_NAME_KEY, None)
+        if i in self.new_tags and self.c.tags_property not in (record.get("properties") or {}):
+            contact.tags = self.new_tags[i]
+        self._existing(i, contact)
 
     def _unchanged(self, indexes: list[int]) -> None:
         unknown = [str(self.writes[i].id) for i in indexes if self.writes[i].current is None]

@@ -104,11 +104,20 @@ class HttpError(Exception):
 Handler = Callable[..., Response | Any]
 
 
-def route(method: str, pattern: str, *, auth: bool = True, name: str | None = None):
-    """Declare a handler for ``method`` and a path regex (named groups → kwargs)."""
+def route(
+    method: str,
+    pattern: str,
+    *,
+    auth: bool = True,
+    name: str | None = None,
+    scopes: tuple[str, ...] = (),
+):
+    """Declare a handler for ``method`` and a path regex (named groups → kwargs).
+    ``scopes``: the token needs at least one of them (apps that enforce scopes)."""
 
     def decorate(func: Handler) -> Handler:
         func._sandbox_route = (method, pattern, auth, name or f"{method} {pattern}")  # type: ignore[attr-defined]
+        func._sandbox_scopes = tuple(scopes)  # type: ignore[attr-defined]
         return func
 
     return decorate
@@ -136,12 +145,15 @@ class SandboxApp:
     """Base of the four fakes. Thread-safe: handlers run under ``self.lock``."""
 
     name: str = "sandbox"
+    #: scopes an issued token carries unless the issuer names others
+    default_scopes: tuple[str, ...] = ()
 
     def __init__(self, *, static_tokens: tuple[str, ...] = ()) -> None:
         self.lock = threading.RLock()
         self.config = SandboxConfig()
         self.static_tokens = set(static_tokens)
         self.tokens: dict[str, float] = {}  # access token -> expires at
+        self.token_scopes: dict[str, frozenset[str]] = {}  # access token -> granted scopes
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> access token
         self.codes: dict[str, str] = {}  # authorization code -> redirect uri
         self.stats: Counter[str] = Counter()
@@ -174,12 +186,16 @@ class SandboxApp:
 
     # -- tokens ----------------------------------------------------------
 
-    def issue_token(self, ttl: float | None = None) -> dict[str, Any]:
+    def issue_token(
+        self, ttl: float | None = None, scopes: tuple[str, ...] | list[str] | None = None
+    ) -> dict[str, Any]:
         access = "sbx-at-" + secrets.token_urlsafe(16)
         refresh = "sbx-rt-" + secrets.token_urlsafe(16)
         ttl = self.config.token_ttl if ttl is None else ttl
+        granted = frozenset(self.default_scopes if scopes is None else scopes)
         with self.lock:
             self.tokens[access] = time.time() + ttl
+            self.token_scopes[access] = granted
             self.refresh_tokens[refresh] = access
         return {
             "access_token": access,
@@ -194,7 +210,21 @@ class SandboxApp:
             if old is None:
                 return None
             self.tokens.pop(old, None)
-        return self.issue_token()
+            granted = self.token_scopes.pop(old, None)
+        if granted is None or granted == frozenset(self.default_scopes):
+            return self.issue_token()  # subclasses may override issue_token(ttl)
+        # a refreshed token keeps the scopes that were granted
+        return self.issue_token(scopes=sorted(granted))
+
+    def scopes_of(self, token: str) -> frozenset[str] | None:
+        """The scopes a token carries; ``None`` for static tokens (all of them)."""
+        if token in self.static_tokens:
+            return None
+        with self.lock:
+            return self.token_scopes.get(token)
+
+    def missing_scopes(self, needed: tuple[str, ...]) -> Response:
+        return self.error(403, f"Missing scope: one of {', '.join(needed)} is required")
 
     def revoke_all(self) -> None:
         with self.lock:
@@ -322,7 +352,10 @@ class SandboxApp:
     @route("POST", r"/_sandbox/tokens", auth=False)
     def _new_token(self, request: Request) -> Any:
         body = request.json() or {}
-        return self.issue_token(body.get("ttl"))
+        scopes = body.get("scopes")
+        if scopes is None:
+            return self.issue_token(body.get("ttl"))  # subclasses may override issue_token(ttl)
+        return self.issue_token(body.get("ttl"), list(scopes))
 
     @route("POST", r"/_sandbox/tokens/revoke", auth=False)
     def _revoke(self, request: Request) -> Any:
@@ -354,6 +387,12 @@ class SandboxApp:
             if auth and not self.authorized(request):
                 self.stats["401"] += 1
                 return self.error(401, "Unauthorized: missing, invalid or expired access token")
+            needed = getattr(func, "_sandbox_scopes", ())
+            if needed and self.config.require_auth:
+                granted = self.scopes_of(self.token_from(request))
+                if granted is not None and not granted & set(needed):
+                    self.stats["403"] += 1
+                    return self.missing_scopes(needed)
             if not control:
                 self.stats[rname] += 1
             request.params = match.groupdict()

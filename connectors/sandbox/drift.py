@@ -1,7 +1,22 @@
 """A stateful fake of Drift's contacts API (``https://driftapi.com``).
 
 Contacts are found by id, by email (a list: Drift lets several contacts share
-an email) and by external id; there is no endpoint that lists them. Person
+an email) and by external id; there is no endpoint that lists them.
+
+Tags: Drift "replaced contact tags with attributes" and one can "no longer
+apply those tags to a contact's profile" (https://devdocs.drift.com/docs/contact-model).
+So by default an org here keeps a person's tags in the ``driftsync_tags`` text
+attribute (what a Playbook setting an attribute does), and the legacy tag
+endpoint refuses any tag name the org has not defined in its settings: 400,
+CONTACT-9 "a provided tag name didn't map to a known tag id"
+(https://devdocs.drift.com/docs/contact-errors). ``POST /_sandbox/org`` with
+``legacy_tags: true`` makes an org that still uses tags; ``POST /_sandbox/tags``
+defines tag names in its settings.
+
+Null values: the contact model documents custom attributes as "a key and a
+non-null value" and says nothing of null; this fake takes the strict reading
+and refuses a null attribute value on the API (400, CONTACT-11). An empty
+string is stored as an empty value. Person
 actions on the control API fire the webhooks Drift would send:
 ``contact_identified`` (a visitor gives an email in chat), ``contact_updated``
 (with a ``diff``) and ``user_unsubscribed``.
@@ -57,6 +72,9 @@ MANAGED_ATTRIBUTES = frozenset(
 
 SCOPES = "contact_read contact_write all_contact_read conversation_read"
 
+#: the text attribute a person's tags live in (the connector's default too)
+TAGS_ATTRIBUTE = "driftsync_tags"
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -82,6 +100,10 @@ class DriftSandbox(SandboxApp):
         #: shape of token answers: Drift's keys are unconfirmed, clients must take both
         self.token_keys = "snake"
         self.org_in_token = True
+        #: an org that still applies legacy tags to profiles (most no longer can)
+        self.legacy_tags = False
+        #: tag names defined in the org's settings: the only ones the tag endpoint takes
+        self.org_tags: set[str] = set()
         self.contacts: dict[int, dict[str, Any]] = {}
         self.by_email: dict[str, list[int]] = {}
         self.by_external: dict[str, int] = {}
@@ -103,7 +125,11 @@ class DriftSandbox(SandboxApp):
             409: "conflict",
             429: "rate_limit_exceeded",
         }.get(status, "server_error" if status >= 500 else "error")
-        return Response(status, {"error": {"type": extra.get("type", kind), "message": message}})
+        error: dict[str, Any] = {"type": extra.get("type", kind), "message": message}
+        if extra.get("code"):
+            # Drift's documented contact error codes (CONTACT-1 ... CONTACT-11)
+            error["code"] = extra["code"]
+        return Response(status, {"error": error})
 
     # -- state helpers ---------------------------------------------------
 
@@ -213,6 +239,34 @@ class DriftSandbox(SandboxApp):
             return [{"name": "attributes.tags", "previous": before, "updated": tags}]
         return []
 
+    def _person_tags(
+        self, contact: dict[str, Any], add: list[str], remove: list[str]
+    ) -> list[dict[str, Any]]:
+        """A person tags a contact: legacy tags where the org still has them,
+        else the tags attribute (as a Playbook setting an attribute would)."""
+        if self.legacy_tags:
+            self.org_tags.update(t for t in add if t)
+            return self._tag(contact, add, remove)
+        raw = str(contact["attributes"].get(TAGS_ATTRIBUTE) or "")
+        have = [t.strip() for t in raw.split(",") if t.strip()]
+        wanted = [t for t in have if t not in set(remove)]
+        wanted += [t for t in dict.fromkeys(add) if t and t not in wanted]
+        value = ", ".join(sorted(wanted))
+        if value == raw:
+            return []
+        return self._patch(contact, {TAGS_ATTRIBUTE: value})
+
+    @staticmethod
+    def _refuse_nulls(attributes: dict[str, Any]) -> None:
+        nulls = sorted(k for k, v in attributes.items() if v is None)
+        if nulls:
+            raise HttpError(
+                400,
+                f"Attribute {nulls[0]!r} has a null value: attributes take a key and a "
+                "non-null value",
+                code="CONTACT-11",
+            )
+
     def _delete(self, contact_id: int) -> None:
         contact = self.contacts.pop(contact_id)
         self._index_email(contact_id, contact["attributes"].get("email"), None)
@@ -320,7 +374,8 @@ class DriftSandbox(SandboxApp):
         body = request.json() or {}
         attributes = body.get("attributes")
         if not isinstance(attributes, dict):
-            raise HttpError(400, 'Request body must be {"attributes": {...}}')
+            raise HttpError(400, 'Request body must be {"attributes": {...}}', code="CONTACT-4")
+        self._refuse_nulls(attributes)
         return {"data": self._create(attributes)}
 
     @route("PATCH", r"/contacts/(?P<contact_id>\d+)", name="PATCH /contacts/{id}")
@@ -329,7 +384,8 @@ class DriftSandbox(SandboxApp):
         body = request.json() or {}
         attributes = body.get("attributes")
         if not isinstance(attributes, dict):
-            raise HttpError(400, 'Request body must be {"attributes": {...}}')
+            raise HttpError(400, 'Request body must be {"attributes": {...}}', code="CONTACT-4")
+        self._refuse_nulls(attributes)
         self._patch(contact, attributes)
         return {"data": contact}
 
@@ -344,8 +400,16 @@ class DriftSandbox(SandboxApp):
         contact = self._get(contact_id)
         body = request.json()
         if not isinstance(body, list) or not all(isinstance(t, dict) for t in body):
-            raise HttpError(400, 'Tags must be a list of {"name": ...} objects')
-        self._tag(contact, [str(t.get("name") or "") for t in body], [])
+            raise HttpError(400, 'Tags must be a list of {"name": ...} objects', code="CONTACT-9")
+        names = [str(t.get("name") or "") for t in body]
+        unknown = [n for n in names if n not in self.org_tags]
+        if unknown:
+            raise HttpError(
+                400,
+                f"Bad format of contact tags: tag {unknown[0]!r} does not map to a known tag id",
+                code="CONTACT-9",
+            )
+        self._tag(contact, names, [])
         return {"data": contact}
 
     @route(
@@ -381,11 +445,34 @@ class DriftSandbox(SandboxApp):
         self.org_id = int(body.get("org_id", self.org_id))
         self.token_keys = str(body.get("token_keys", self.token_keys))
         self.org_in_token = bool(body.get("org_in_token", self.org_in_token))
+        self.legacy_tags = bool(body.get("legacy_tags", self.legacy_tags))
         return {
             "org_id": self.org_id,
             "token_keys": self.token_keys,
             "org_in_token": self.org_in_token,
+            "legacy_tags": self.legacy_tags,
         }
+
+    @route("POST", r"/_sandbox/attributes", auth=False)
+    def _define_attribute(self, request: Request) -> Any:
+        """A person adds a custom attribute in Drift's settings."""
+        body = request.json() or {}
+        name = str(body.get("name") or "")
+        if not name:
+            raise HttpError(400, "name is required")
+        self.attributes[name] = {
+            "name": name,
+            "displayName": str(body.get("displayName") or name),
+            "type": str(body.get("type") or "STRING"),
+        }
+        return self.attributes[name]
+
+    @route("POST", r"/_sandbox/tags", auth=False)
+    def _define_tags(self, request: Request) -> Any:
+        """A person defines tag names in the org's settings."""
+        body = request.json() or {}
+        self.org_tags.update(str(n) for n in body.get("names") or [] if n)
+        return {"names": sorted(self.org_tags)}
 
     @route("POST", r"/_sandbox/webhooks", auth=False)
     def _register_webhook(self, request: Request) -> Any:
@@ -407,10 +494,15 @@ class DriftSandbox(SandboxApp):
         return {"ids": ids}
 
     def _seed_tags(self, contact: dict[str, Any], person: dict[str, Any]) -> None:
-        if person.get("tags"):
-            contact["attributes"]["tags"] = [
-                {"name": t, "color": "#3D4A5C"} for t in dict.fromkeys(person["tags"])
-            ]
+        if not person.get("tags"):
+            return
+        tags = [str(t) for t in dict.fromkeys(person["tags"])]
+        if self.legacy_tags:
+            self.org_tags.update(tags)
+            contact["attributes"]["tags"] = [{"name": t, "color": "#3D4A5C"} for t in tags]
+        else:
+            contact["attributes"][TAGS_ATTRIBUTE] = ", ".join(sorted(tags))
+            self._learn_attribute(TAGS_ATTRIBUTE, "")
 
     @route("POST", r"/_sandbox/contacts", auth=False)
     def _create_person(self, request: Request) -> Any:
@@ -434,9 +526,13 @@ class DriftSandbox(SandboxApp):
         person = request.json() or {}
         diff = self._patch(contact, self._person_attributes(person, partial=True))
         if "tags" in person:
-            current = {t["name"] for t in contact["attributes"].get("tags", [])}
             wanted = list(dict.fromkeys(person["tags"] or []))
-            diff += self._tag(contact, wanted, sorted(current - set(wanted)))
+            if self.legacy_tags:
+                current = {t["name"] for t in contact["attributes"].get("tags", [])}
+            else:
+                raw = str(contact["attributes"].get(TAGS_ATTRIBUTE) or "")
+                current = {t.strip() for t in raw.split(",") if t.strip()}
+            diff += self._person_tags(contact, wanted, sorted(current - set(wanted)))
         if diff:
             self._fire_updated(contact, diff)
         return contact
@@ -469,7 +565,9 @@ class DriftSandbox(SandboxApp):
     def _tag_person(self, request: Request, contact_id: str) -> Any:
         contact = self._get(contact_id)
         body = request.json() or {}
-        diff = self._tag(contact, list(body.get("add") or []), list(body.get("remove") or []))
+        diff = self._person_tags(
+            contact, list(body.get("add") or []), list(body.get("remove") or [])
+        )
         if diff:
             self._fire_updated(contact, diff)
         return contact

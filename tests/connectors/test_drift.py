@@ -23,7 +23,7 @@ from connectors.base import (
     Semantic,
 )
 from connectors.drift import webhooks as drift_webhooks
-from connectors.drift.connector import DriftConnector
+from connectors.drift.connector import DEFAULT_TAGS_ATTRIBUTE, LEGACY_TAGS, DriftConnector
 from connectors.registry import default_mappings
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
@@ -158,8 +158,10 @@ def test_default_mappings_pair_drifts_full_name_with_a_full_name(drift: DriftCon
 
 
 def test_side_options_offer_text_attributes_to_hold_tags(drift: DriftConnector) -> None:
-    options = dict(drift.side_options()["tags_attribute"])
-    assert "" in options
+    choices = drift.side_options()["tags_attribute"]
+    options = dict(choices)
+    assert choices[0][0] == DEFAULT_TAGS_ATTRIBUTE  # Drift replaced tags with attributes
+    assert LEGACY_TAGS in options
     assert "industry" in options
     assert "employees" not in options
 
@@ -194,7 +196,8 @@ def test_create_writes_attributes_and_tags_and_returns_the_contact_as_written(
     assert contact.version
     native = sandbox.native(contact.id)
     assert native["attributes"]["lead_stage"] == "MQL"
-    assert sorted(t["name"] for t in native["attributes"]["tags"]) == ["chat", "vip"]
+    assert native["attributes"][DEFAULT_TAGS_ATTRIBUTE] == "chat, vip"
+    assert native["attributes"]["tags"] == []
     assert sandbox.stats()["POST /contacts"] == 1
 
 
@@ -291,9 +294,13 @@ def test_an_unknown_attribute_becomes_a_custom_field(
     assert fields["favourite_colour"].custom
 
 
-def test_tags_are_added_and_removed_through_drifts_tag_endpoints(
-    drift: DriftConnector, sandbox: Control
+def test_legacy_tags_are_added_and_removed_through_drifts_tag_endpoints(
+    make: Callable[..., DriftConnector], sandbox: Control
 ) -> None:
+    # an org that still has tags, with these names defined in its settings
+    sandbox.call("POST", "/org", {"legacy_tags": True})
+    sandbox.call("POST", "/tags", {"names": ["a", "b", "c"]})
+    drift = make({"tags_attribute": LEGACY_TAGS})
     contact_id = create(drift, "tags@example.com", tags={"a", "b"})
     current = drift.get_contacts([contact_id])[contact_id]
     write = ContactWrite(
@@ -399,7 +406,11 @@ def test_errors_carry_drifts_message(drift: DriftConnector, sandbox: Control) ->
 # -- webhooks --------------------------------------------------------------
 
 
-def test_stored_contact_identified_becomes_an_identified_event(drift: DriftConnector) -> None:
+def test_stored_contact_identified_becomes_an_identified_event(
+    make: Callable[..., DriftConnector],
+) -> None:
+    # the stored payload comes from an org that still had legacy tags
+    drift = make({"tags_attribute": LEGACY_TAGS})
     [event] = drift.parse_webhook(load("contact_identified.json"), "application/json", {})
     assert (event.kind, event.contact_id, event.email) == (
         "identified",
