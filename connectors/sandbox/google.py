@@ -656,7 +656,10 @@ class GoogleSandbox(SandboxApp):
                 raise HttpError(400, "userDefined.key and userDefined.value must not be empty.")
         return data
 
-    def _memberships(self, body: Any) -> set[str] | None:
+    def _memberships(self, body: Any, existing: frozenset[str] = frozenset()) -> set[str] | None:
+        """The groups a write asks for. Only user groups, myContacts and
+        starred can be added; a membership the contact has may be kept
+        (ContactGroupMembership.contactGroupResourceName in people.v1.json)."""
         if not isinstance(body, dict) or "memberships" not in body:
             return None
         groups: set[str] = set()
@@ -669,8 +672,10 @@ class GoogleSandbox(SandboxApp):
             )
             if rn not in self.groups:
                 raise HttpError(400, f"Contact group {rn or '(none)'} does not exist.")
-            if self.groups[rn]["groupType"] == "SYSTEM_CONTACT_GROUP" and (
-                rn not in ADDABLE_SYSTEM_GROUPS
+            if (
+                self.groups[rn]["groupType"] == "SYSTEM_CONTACT_GROUP"
+                and rn not in ADDABLE_SYSTEM_GROUPS
+                and rn not in existing
             ):
                 raise HttpError(400, f"Cannot add contacts to system group {rn}.")
             groups.add(rn)
@@ -957,7 +962,9 @@ class GoogleSandbox(SandboxApp):
             raise HttpError(400, "Invalid JSON payload: a person must be an object.")
         self._check_etag(person, body)
         data = self._validate(body, updating=mask)
-        groups = self._memberships(body) if "memberships" in mask else None
+        groups = (
+            self._memberships(body, frozenset(person["groups"])) if "memberships" in mask else None
+        )
         if groups is not None and not groups:
             raise HttpError(400, "A contact must keep at least one contact group membership.")
         return person, data, groups
