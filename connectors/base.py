@@ -167,6 +167,10 @@ class Contact:
     version: str | None = None
     deleted: bool = False
     unsubscribed: bool = False
+    #: ids the app gave this same contact before (Google: a contact's resource
+    #: name changes when it gets linked to a profile); a binding held by one of
+    #: them belongs to this contact
+    previous_ids: tuple[str, ...] = ()
 
 
 @dataclass

@@ -23,6 +23,13 @@ TOKEN_URL = "https://oauth2.googleapis.com/token"
 #: the only hosts a Google token (and the OAuth client secret) is sent to
 VENDOR_HOSTS = ("people.googleapis.com", "oauth2.googleapis.com")
 EXPIRED_SYNC_TOKEN = "EXPIRED_SYNC_TOKEN"
+#: Reads default to CONTACT and PROFILE sources; a contact linked to a Google
+#: profile then carries the profile's names, emails and organizations next to
+#: its own. driftsync syncs the contact, so every read asks for CONTACT only
+#: (``sources`` in googleapis/google-api-python-client,
+#: googleapiclient/discovery_cache/documents/people.v1.json). Changing this
+#: invalidates saved sync tokens: see ``CURSOR_VERSION`` in the connector.
+READ_SOURCES = ("READ_SOURCE_TYPE_CONTACT",)
 
 Person = dict[str, Any]
 
@@ -87,7 +94,11 @@ class GoogleClient:
         sync_token: str | None = None,
         request_sync_token: bool = True,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"personFields": person_fields, "pageSize": page_size}
+        params: dict[str, Any] = {
+            "personFields": person_fields,
+            "pageSize": page_size,
+            "sources": list(READ_SOURCES),
+        }
         if request_sync_token:
             params["requestSyncToken"] = "true"
         if sync_token:
@@ -115,6 +126,7 @@ class GoogleClient:
         body = self.http.get_json(
             "/people:batchGet",
             params=[("personFields", person_fields)]
+            + [("sources", source) for source in READ_SOURCES]
             + [("resourceNames", rn) for rn in resource_names],
             stat_key="GET /people:batchGet",
         )
@@ -123,7 +135,12 @@ class GoogleClient:
     def search_contacts(self, query: str, *, read_mask: str, page_size: int = 30) -> list[Person]:
         body = self.http.get_json(
             "/people:searchContacts",
-            params={"query": query, "readMask": read_mask, "pageSize": page_size},
+            params={
+                "query": query,
+                "readMask": read_mask,
+                "pageSize": page_size,
+                "sources": list(READ_SOURCES),
+            },
             stat_key="GET /people:searchContacts",
         )
         return [r["person"] for r in (body or {}).get("results") or [] if r.get("person")]
@@ -133,7 +150,11 @@ class GoogleClient:
         # happened, so it is never resent blindly (the next run searches first)
         response = self._batch_write(
             "/people:batchCreateContacts",
-            {"contacts": [{"contactPerson": p} for p in people], "readMask": read_mask},
+            {
+                "contacts": [{"contactPerson": p} for p in people],
+                "readMask": read_mask,
+                "sources": list(READ_SOURCES),
+            },
             retry_ambiguous=False,
         )
         return list(response.get("createdPeople") or [])
@@ -143,7 +164,12 @@ class GoogleClient:
     ) -> dict[str, dict[str, Any]]:
         response = self._batch_write(
             "/people:batchUpdateContacts",
-            {"contacts": people, "updateMask": update_mask, "readMask": read_mask},
+            {
+                "contacts": people,
+                "updateMask": update_mask,
+                "readMask": read_mask,
+                "sources": list(READ_SOURCES),
+            },
         )
         return dict(response.get("updateResult") or {})
 

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +64,10 @@ MY_CONTACTS = "contactGroups/myContacts"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: google.rpc.Code FAILED_PRECONDITION: the etag we sent is stale
 FAILED_PRECONDITION = 9
+#: saved cursors of another version hold sync tokens Google refuses (version 2
+#: reads with ``sources=READ_SOURCE_TYPE_CONTACT``, and "all other request
+#: parameters must match the first call"): they cost one full read instead
+CURSOR_VERSION = 2
 #: keys Google computes; sending them back on a write only invites conflicts
 OUTPUT_ONLY = frozenset(
     {
@@ -98,20 +103,36 @@ STANDARD_FIELDS = (
 )
 
 
+def _own(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The contact's own items: a contact linked to a Google profile also
+    carries the profile's (``metadata.source.type`` PROFILE), which are not
+    the contact's to sync nor to write back. Reads ask for CONTACT sources
+    only; this holds when an answer carries more anyway."""
+    return [
+        item
+        for item in items or []
+        if (((item.get("metadata") or {}).get("source") or {}).get("type") or "CONTACT")
+        == "CONTACT"
+    ]
+
+
 def _primary_index(items: list[dict[str, Any]]) -> int:
-    for index, item in enumerate(items):
-        if (item.get("metadata") or {}).get("primary"):
-            return index
+    # the field's primary may be a profile item: among the contact's own, its
+    # source primary comes first
+    for flag in ("sourcePrimary", "primary"):
+        for index, item in enumerate(items):
+            if (item.get("metadata") or {}).get(flag):
+                return index
     return 0
 
 
 def _primary(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    items = items or []
+    items = _own(items)
     return items[_primary_index(items)] if items else {}
 
 
 def _writable(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    return [{k: v for k, v in item.items() if k not in OUTPUT_ONLY} for item in items or []]
+    return [{k: v for k, v in item.items() if k not in OUTPUT_ONLY} for item in _own(items)]
 
 
 def _birthday(item: dict[str, Any]) -> str | None:
@@ -130,7 +151,9 @@ def _birthday(item: dict[str, Any]) -> str | None:
 
 def _updated_at(person: Person) -> dt.datetime | None:
     sources = (person.get("metadata") or {}).get("sources") or []
-    for source in sorted(sources, key=lambda s: s.get("type") != "CONTACT"):
+    for source in sources:
+        if source.get("type") not in (None, "CONTACT"):
+            continue
         if source.get("updateTime"):
             return parse_iso_datetime(source["updateTime"])
     return None
@@ -173,6 +196,17 @@ class GoogleConnector(Connector):
     search_max = 10
     #: a create trusts a lookup of its email made this many seconds before
     lookup_trust_seconds = 30.0
+    #: a read right after a write may answer the version before it, etag and
+    #: all (google-api-python-client #2417, google-api-go-client #1904). Our
+    #: own write's answer is current: it stands in for such a read this long
+    recent_write_seconds = 120.0
+    #: before a stale-etag retry: time for reads to catch up with a write
+    stale_retry_wait = 1.5
+    #: (base url, resource name) -> (etags our writes replaced, last answer, until);
+    #: shared by the instances of one process (one per run). A stand-in also
+    #: needs the etag to match, so two accounts cannot mix their people up
+    _recent_writes: dict[tuple[str, str], tuple[frozenset[str], Person, float]] = {}
+    _recent_lock = threading.Lock()
     side_settings = (
         SideSetting(
             "contact_group",
@@ -233,6 +267,11 @@ class GoogleConnector(Connector):
         self._looked_up: dict[str, float] = {}
         #: contacts created by this instance, by email: search may lag behind writes
         self._created: dict[str, dict[str, Contact]] = defaultdict(dict)
+        #: emails a search (a cache that lags writes) did not find: confirmed
+        #: against the listing before anything is created for them
+        self._search_missed: set[str] = set()
+        #: old resource name -> new, from ``previousResourceNames`` in sync answers
+        self._renamed: dict[str, str] = {}
 
     @classmethod
     def token_url_for(cls, base_url: str) -> str:
@@ -342,7 +381,7 @@ class GoogleConnector(Connector):
             "job_title": clean_text(org.get("title")),
             "birthday": _birthday(_primary(person.get("birthdays"))),
         }
-        for item in person.get("userDefined") or []:
+        for item in _own(person.get("userDefined")):
             key = clean_text(item.get("key"))
             if key:
                 fields[CUSTOM_PREFIX + key] = clean_text(item.get("value"))
@@ -361,6 +400,7 @@ class GoogleConnector(Connector):
             tags=frozenset(tags),
             updated_at=_updated_at(person),
             version=person.get("etag"),
+            previous_ids=tuple(metadata.get("previousResourceNames") or ()),
         )
 
     def _in_scope(self, person: Person) -> bool:
@@ -379,7 +419,7 @@ class GoogleConnector(Connector):
         out: dict[str, list[Any]] = {}
 
         def set_primary(person_field: str, value: Any) -> None:
-            raw = current.get(person_field) or []
+            raw = _own(current.get(person_field))
             items = _writable(raw)
             index = _primary_index(raw)
             if value is None:
@@ -400,7 +440,7 @@ class GoogleConnector(Connector):
         ):
             if not any(k in fields for k in keys):
                 continue
-            raw = current.get(person_field) or []
+            raw = _own(current.get(person_field))
             items = _writable(raw)
             index = _primary_index(raw)
             item = items[index] if index < len(items) else {}
@@ -442,14 +482,17 @@ class GoogleConnector(Connector):
     # -- reading --------------------------------------------------------------------------
 
     def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:
-        state = {"sync": None, "page": None, "full": True}
+        state: dict[str, Any] = {"sync": None, "page": None, "full": True}
         if cursor and not full:
             saved = json.loads(cursor)
-            state = {
-                "sync": saved.get("sync"),
-                "page": saved.get("page"),
-                "full": bool(saved.get("full")) or not saved.get("sync"),
-            }
+            if saved.get("v") == CURSOR_VERSION:
+                state = {
+                    "sync": saved.get("sync"),
+                    "page": saved.get("page"),
+                    "full": bool(saved.get("full")) or not saved.get("sync"),
+                }
+            else:
+                log.info("Google cursor of an older version: reading everything once")
         restarted = False
         while True:
             try:
@@ -464,22 +507,36 @@ class GoogleConnector(Connector):
                 state = {"sync": None, "page": None, "full": True}
                 continue
             except PermanentError as exc:
-                if not state["page"] or exc.status != 400 or restarted:
+                if exc.status != 400 or restarted or not (state["page"] or state["sync"]):
                     raise
-                # a saved page token Google no longer takes: redo this read from its start
-                log.info("Google refused a saved page token (%s): restarting the read", exc)
-                state, restarted = {**state, "page": None}, True
+                restarted = True
+                if state["page"]:
+                    # a saved page token Google no longer takes: redo this read from its start
+                    log.info("Google refused a saved page token (%s): restarting the read", exc)
+                    state = {**state, "page": None}
+                else:
+                    # a sync token from a call with other parameters: read everything once
+                    log.info("Google refused a saved sync token (%s): reading everything", exc)
+                    state = {"sync": None, "page": None, "full": True}
                 continue
+            for person in body.get("connections") or []:
+                for old in (person.get("metadata") or {}).get("previousResourceNames") or []:
+                    self._renamed[old] = person.get("resourceName")
             people = [p for p in body.get("connections") or [] if self._in_scope(p)]
             contacts = [self.to_contact(p) for p in people]
             next_page = body.get("nextPageToken")
             if next_page:
                 state = {**state, "page": next_page}
-                yield Page(contacts, json.dumps(state), done=False, full_scan=state["full"])
+                resume = json.dumps({**state, "v": CURSOR_VERSION})
+                yield Page(contacts, resume, done=False, full_scan=state["full"])
                 continue
             sync = body.get("nextSyncToken")
             # without a sync token the next read has to be a full one
-            resume = json.dumps({"sync": sync, "page": None, "full": False}) if sync else None
+            resume = (
+                json.dumps({"sync": sync, "page": None, "full": False, "v": CURSOR_VERSION})
+                if sync
+                else None
+            )
             yield Page(contacts, resume, done=True, full_scan=state["full"])
             return
 
@@ -487,13 +544,46 @@ class GoogleConnector(Connector):
         return {rn: self.to_contact(p) for rn, p in self._read_people(list(ids)).items()}
 
     def _read_people(self, ids: list[str]) -> dict[str, Person]:
+        """People by the ids asked for. An id Google renamed (seen in this
+        run's sync answers) answers with the person under its new name."""
+        wanted = list(dict.fromkeys(ids))
+        asked = {self._renamed.get(rn, rn): rn for rn in wanted}
         out: dict[str, Person] = {}
-        for chunk in chunked(list(dict.fromkeys(ids)), self.get_batch_size):
+        for chunk in chunked(list(asked), self.get_batch_size):
             for response in self.client.batch_get(chunk, person_fields=PERSON_FIELDS):
                 person = response.get("person")
                 if int(response.get("httpStatusCode") or 200) == 200 and person:
-                    out[response.get("requestedResourceName") or person["resourceName"]] = person
+                    rn = response.get("requestedResourceName") or person["resourceName"]
+                    out[asked.get(rn, rn)] = self._not_older_than_our_write(person)
         return out
+
+    def _memo_key(self, rn: str) -> tuple[str, str]:
+        return (self.base_url, rn)
+
+    def _remember_write(self, sent_etag: str | None, person: Person) -> None:
+        if not sent_etag or not person.get("resourceName"):
+            return
+        now = time.monotonic()
+        key = self._memo_key(person["resourceName"])
+        with self._recent_lock:
+            memo = type(self)._recent_writes
+            for old in [k for k, (_, _, until) in memo.items() if until <= now]:
+                del memo[old]
+            # every version our writes replaced: a lagging read may show any
+            replaced = (memo[key][0] if key in memo else frozenset()) | {sent_etag}
+            memo[key] = (replaced, person, now + self.recent_write_seconds)
+
+    def _not_older_than_our_write(self, person: Person) -> Person:
+        """A read that answers a version our own writes replaced lags behind
+        them: the last write's own answer is the current person."""
+        with self._recent_lock:
+            memo = self._recent_writes.get(self._memo_key(str(person.get("resourceName"))))
+        if memo is None:
+            return person
+        replaced, answer, until = memo
+        if time.monotonic() < until and person.get("etag") in replaced:
+            return answer
+        return person
 
     def find_by_emails(self, emails: Iterable[str]) -> dict[str, list[Contact]]:
         wanted = sorted({normalize_email(e) for e in emails} - {""})
@@ -508,6 +598,9 @@ class GoogleConnector(Connector):
             people = self._indexed_people(wanted)
         else:
             people = self._searched_people(wanted)
+            # searchContacts reads a cache that lags writes: a miss is a maybe
+            self._search_missed.update(e for e in wanted if not people.get(e))
+            self._search_missed.difference_update(people)
         for email in wanted:
             found: dict[str, Contact] = {}
             for person in people.get(email, []):
@@ -521,8 +614,11 @@ class GoogleConnector(Connector):
         return out
 
     def searched(self, emails: Iterable[str]) -> None:
+        # the engine read every contact in this run: its misses are certain
         now = time.monotonic()
-        self._looked_up.update(dict.fromkeys((normalize_email(e) for e in emails), now))
+        keys = [normalize_email(e) for e in emails]
+        self._looked_up.update(dict.fromkeys(keys, now))
+        self._search_missed.difference_update(keys)
 
     def _searched_people(self, wanted: list[str]) -> dict[str, list[Person]]:
         if not self._warmed_up:
@@ -610,6 +706,14 @@ class GoogleConnector(Connector):
         for email in fresh:
             if self._created.get(email):
                 existing[email] = list(self._created[email].values())
+        unsure = sorted({e for e in emails.values() if e in self._search_missed} - set(existing))
+        if unsure:
+            # a contact written moments ago (by a run that crashed before it
+            # saved its link, by a person) is not in search results yet; the
+            # listing has it. Confirm every search miss before creating.
+            for email, people in self._indexed_people(unsure).items():
+                existing[email] = [self.to_contact(p) for p in people]
+            self._search_missed.difference_update(unsure)
         first_of: dict[str, int] = {}
         same_as: dict[int, int] = {}
         pending: list[tuple[int, ContactWrite, Person]] = []
@@ -691,32 +795,48 @@ class GoogleConnector(Connector):
     def _update(
         self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
     ) -> None:
-        self._apply_tags(items, results)
-        live = [(i, w) for i, w in items if results[i] is None]
-        fresh = self._read_people([str(w.id) for _, w in live])
-        to_write: list[tuple[int, ContactWrite]] = []
-        for i, write in live:
-            person = fresh.get(str(write.id))
-            if person is None:
+        """One read, then one write per contact: label changes of a contact
+        whose fields change go in the same batch update (``memberships``), so
+        no write of ours makes the etag we read stale; labels alone go through
+        members:modify, which needs no etag."""
+        fresh = self._read_people([str(w.id) for _, w in items])
+        with_fields: list[tuple[int, ContactWrite]] = []
+        labels_only: list[tuple[int, ContactWrite]] = []
+        for i, write in items:
+            if str(write.id) not in fresh:
                 results[i] = WriteResult(
                     write.ref, error=NotFound(f"{write.id} no longer exists", status=404)
                 )
             elif write.fields:
-                to_write.append((i, write))
+                with_fields.append((i, write))
             else:
+                labels_only.append((i, write))
+        self._apply_tags(labels_only, fresh, results)
+        for i, write in labels_only:
+            if results[i] is None:
+                # the answer of members:modify holds no person, and a read now
+                # would lag: the labels are what we just set. Reads that lag
+                # get this person too (its etag is the old one: an update
+                # with it takes the stale-etag retry)
+                current = fresh[str(write.id)]
+                person = {**current, "memberships": self._memberships(current, write)}
+                self._remember_write(current.get("etag"), person)
                 results[i] = WriteResult(write.ref, contact=self.to_contact(person))
-        for chunk in chunked(to_write, self.write_batch_size):
+        for chunk in chunked(with_fields, self.write_batch_size):
             self._update_chunk(chunk, fresh, results, retry=True)
 
     def _apply_tags(
-        self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
+        self,
+        items: list[tuple[int, ContactWrite]],
+        fresh: dict[str, Person],
+        results: list[WriteResult | None],
     ) -> None:
         """Membership changes, one members:modify call per group and 1000 names."""
         changes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         index_of: dict[str, list[int]] = defaultdict(list)
         ref_of = {i: write.ref for i, write in items}
         for i, write in items:
-            rn = str(write.id)
+            rn = str(fresh[str(write.id)].get("resourceName") or write.id)
             index_of[rn].append(i)
             for tag in sorted(write.add_tags):
                 group = self._group_rn(tag, create=True)
@@ -726,8 +846,6 @@ class GoogleConnector(Connector):
                 group = self._group_rn(tag, create=False)
                 if group:
                     changes[group].append(("remove", rn))
-            if self.scope_group and write.fields:
-                changes[self.scope_group].append(("add", rn))
         for group, ops in changes.items():
             for chunk in chunked(ops, self.members_batch_size):
                 answer = self.client.modify_members(
@@ -751,6 +869,28 @@ class GoogleConnector(Connector):
                             ),
                         )
 
+    def _memberships(self, current: Person, write: ContactWrite) -> list[dict[str, Any]]:
+        """The contact's memberships after this write's label changes."""
+        groups = {
+            str((m.get("contactGroupMembership") or {}).get("contactGroupResourceName"))
+            for m in _own(current.get("memberships"))
+            if (m.get("contactGroupMembership") or {}).get("contactGroupResourceName")
+        }
+        for tag in sorted(write.remove_tags - write.add_tags):
+            group = self._group_rn(tag, create=False)
+            if group:
+                groups.discard(group)
+        for tag in sorted(write.add_tags):
+            group = self._group_rn(tag, create=True)
+            if group:
+                groups.add(group)
+        if self.scope_group:
+            groups.add(self.scope_group)
+        return [
+            {"contactGroupMembership": {"contactGroupResourceName": rn}}
+            for rn in sorted(groups or {MY_CONTACTS})
+        ]
+
     def _update_chunk(
         self,
         chunk: list[tuple[int, ContactWrite]],
@@ -759,26 +899,39 @@ class GoogleConnector(Connector):
         *,
         retry: bool,
     ) -> None:
-        mask = sorted({PERSON_FIELD_OF.get(k, "userDefined") for _, w in chunk for k in w.fields})
+        mask = {PERSON_FIELD_OF.get(k, "userDefined") for _, w in chunk for k in w.fields}
+        if self.scope_group or any(w.add_tags or w.remove_tags for _, w in chunk):
+            mask.add("memberships")
         bodies: dict[str, Person] = {}
+        name_of: dict[str, str] = {}
         for _, write in chunk:
             current = fresh[str(write.id)]
+            rn = str(current.get("resourceName") or write.id)
+            name_of[str(write.id)] = rn
             changed = self.apply_fields(current, write.fields)
             body: Person = {"etag": current.get("etag")}
-            for person_field in mask:
-                body[person_field] = changed.get(person_field, _writable(current.get(person_field)))
-            bodies[str(write.id)] = body
+            for person_field in sorted(mask):
+                if person_field == "memberships":
+                    body[person_field] = self._memberships(current, write)
+                else:
+                    body[person_field] = changed.get(
+                        person_field, _writable(current.get(person_field))
+                    )
+            bodies[rn] = body
         try:
             updated = self.client.batch_update(
-                bodies, update_mask=",".join(mask), read_mask=PERSON_FIELDS
+                bodies, update_mask=",".join(sorted(mask)), read_mask=PERSON_FIELDS
             )
         except BatchRejected as exc:
             self._retry_update(chunk, fresh, results, exc, retry=retry)
             return
         for i, write in chunk:
-            response = updated.get(str(write.id)) or {}
+            rn = name_of[str(write.id)]
+            response = updated.get(rn) or {}
             person = response.get("person")
             if person:
+                # the answer carries the new etag: later reads may still lag
+                self._remember_write(bodies[rn].get("etag"), person)
                 results[i] = WriteResult(write.ref, contact=self.to_contact(person))
             else:
                 message = str((response.get("status") or {}).get("message") or "not updated")
@@ -807,7 +960,8 @@ class GoogleConnector(Connector):
         stale: list[tuple[int, ContactWrite]] = []
         rest: list[tuple[int, ContactWrite]] = []
         for i, write in chunk:
-            status = exc.contact_errors.get(str(write.id))
+            rn = str(fresh[str(write.id)].get("resourceName") or write.id)
+            status = exc.contact_errors.get(rn)
             if status is None:
                 rest.append((i, write))
             elif int(status.get("code") or 0) == FAILED_PRECONDITION and retry:
@@ -824,6 +978,9 @@ class GoogleConnector(Connector):
                 results[i] = WriteResult(write.ref, error=ContactRejected(exc.message, status=400))
             return
         if stale:
+            # a stale etag: someone wrote meanwhile, or our read lagged behind a
+            # write. Give reads time to catch up, read again, retry once
+            time.sleep(self.stale_retry_wait)
             reread = self._read_people([str(w.id) for _, w in stale])
             for i, write in stale:
                 if str(write.id) in reread:

@@ -497,7 +497,7 @@ def test_rate_limits_and_server_errors_are_retried(
     for i in range(4):
         sandbox.create(email=f"t{i}@example.com")
     connector = make(page_size=2)
-    sandbox.call("POST", "/config", {"error_rate": 0.4, "error_status": 503})
+    sandbox.call("POST", "/config", {"error_rate": 0.3, "error_status": 503})
     contacts, _ = read_all(connector)
     assert len({c.id for c in contacts}) == 4
     sandbox.call("POST", "/config", {"error_rate": 0.0, "rate_limit": 1, "rate_window": 2.0})
