@@ -379,7 +379,8 @@ class SandboxApp:
             if not match or method != request.method:
                 continue
             control = request.path.startswith("/_sandbox/")
-            if control:
+            # OAuth endpoints live on other hosts with other limits: only the API counts
+            if control or not auth:
                 return self._dispatch(request, match, auth, rname, func, control)
             limit = self.config.concurrency_limit
             with self._limit_lock:
