@@ -163,13 +163,18 @@ def _read_date(value: Any, date_format: str) -> str | None:
 
 
 def _write_date(value: Any, date_format: str) -> str:
+    """Always ISO ``YYYY-MM-DD``, whatever the audience displays: slashed
+    dates are read month first by the API whatever the display format
+    (mailchimp/mc-woocommerce#313, ebizmarts/magemonkey#9), so a DD/MM/YYYY
+    audience would get days and months swapped. ``date_format`` is kept for
+    reading values written by others."""
     if not value:
         return ""
     try:
         day = dt.date.fromisoformat(str(value)[:10])
     except ValueError:
         return str(value)
-    return day.strftime(_DATE_FORMATS.get(date_format.upper(), "%Y-%m-%d"))
+    return day.isoformat()
 
 
 class MailchimpConnector(Connector):
