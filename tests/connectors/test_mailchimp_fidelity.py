@@ -78,3 +78,24 @@ def test_a_tag_change_does_not_move_last_changed(mailchimp: Control) -> None:
     after = mailchimp.call("POST", f"/contacts/{member['id']}/tags", {"add": ["vip"]})
     assert [t["name"] for t in after["tags"]] == ["vip"]
     assert after["last_changed"] == before
+
+
+def test_a_tag_edited_in_mailchimp_reaches_the_sync_at_the_next_tag_rescan(
+    mailchimp: Control, make_connector: MakeConnector
+) -> None:
+    connector = make_connector("mailchimp", fresh_sandbox=False)
+    created = mailchimp.call("POST", "/contacts", {"email": "tagme@example.com"})
+    cursor = None
+    for page in connector.changes(None):
+        cursor = page.cursor
+    mailchimp.call("POST", f"/contacts/{created['id']}/tags", {"add": ["vip"]})
+    # an ordinary incremental read cannot see it: last_changed did not move
+    quiet = [c for page in connector.changes(cursor) for c in page.contacts]
+    assert quiet == []
+    type(connector).tag_rescan_seconds, saved = 0.0, type(connector).tag_rescan_seconds
+    try:
+        seen = [c for page in connector.changes(cursor) for c in page.contacts]
+    finally:
+        type(connector).tag_rescan_seconds = saved
+    [tagged] = [c for c in seen if c.email == "tagme@example.com"]
+    assert "vip" in tagged.tags
