@@ -6,9 +6,10 @@ to 429s burns its retries. Instead every request of an account takes a token
 from a bucket sized to the app's documented window, and Mailchimp's
 connection limit is held with a counting semaphore.
 
-- Window limits (Google, HubSpot, Drift): a token bucket with burst ``b`` and
-  refill ``r`` chosen so that ``b + r * (window + lease)`` never exceeds the
-  limit: at most ``limit`` requests in any rolling window. Tokens are leased
+- Window limits (Google, HubSpot, Drift): a token bucket with burst ``b``
+  (a quarter of the limit) and refill ``r`` chosen so that
+  ``b + lease + r * (window + lease_ttl)`` stays under the limit: at most
+  ``limit`` requests in any rolling window. Tokens are leased
   from a shared store in chunks, so the hot path touches the store once per
   chunk (about a tenth of the limit), not once per request. The default store
   is per process; ``connections`` registers a database store at start-up so
@@ -177,9 +178,12 @@ class Pacer:
 
     def __init__(self, key: str, limit: int, window: float, shared: bool) -> None:
         self.key = key
-        self.burst = max(1, limit // 10)
-        # b + r * (window + lease) <= limit, with lease = window / 10
-        self.rate = max(limit - 2 * self.burst, 1) / window
+        # a quarter of the window at once (a run's few calls never wait), the
+        # rest spread; tokens are leased ``lease`` at a time and spent within
+        # ``lease_ttl``: burst + lease + rate * (window + lease_ttl) <= limit
+        self.burst = max(1, limit // 4)
+        self.lease = max(1, min(self.burst, limit // 10))
+        self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
         self.lease_ttl = window / 10
         self.shared = shared
         self._lock = threading.Lock()
@@ -200,11 +204,11 @@ class Pacer:
                     return waited
                 try:
                     granted, wait = self._store().take(
-                        self.key, self.burst, float(self.burst), self.rate
+                        self.key, self.lease, float(self.burst), self.rate
                     )
                 except Exception as exc:  # a store that fails must not stop the sync
                     log.warning("pacing store failed (%s); pacing in this process only", exc)
-                    granted, wait = _memory.take(self.key, self.burst, float(self.burst), self.rate)
+                    granted, wait = _memory.take(self.key, self.lease, float(self.burst), self.rate)
                 if granted:
                     self._leased, self._lease_until = granted - 1, now + self.lease_ttl
                     return waited
