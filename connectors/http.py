@@ -14,8 +14,11 @@ request and every token refresh checks its URL before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import email.utils
 import logging
+import math
 import random
 import re
 import threading
@@ -30,6 +33,7 @@ from requests.adapters import HTTPAdapter
 
 from .base import AuthError, ConnectorError, Credentials, NotFound, PermanentError, TransientError
 from .hosts import check_destination
+from .pacing import AccountPacing, RateLimits, app_for_url, limits_for
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ USER_AGENT = "driftsync/1.0 (+self-hosted contact sync)"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: 429s one call waits out at most (besides the time budget of the app's limits)
+MAX_RATE_LIMITED = 30
 
 _refresh_locks: dict[str, threading.Lock] = {}
 _refresh_locks_guard = threading.Lock()
@@ -58,14 +64,26 @@ def make_session(pool_size: int = 10) -> requests.Session:
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+    """``Retry-After`` in seconds, from either form RFC 9110 allows (delay
+    seconds or an HTTP-date); anything else (``soon``, ``nan``) counts as absent."""
+    value = (response.headers.get("Retry-After") or "").strip()
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if parsed is None:
+            return None
+        if parsed.tzinfo is None:  # "-0000" dates come back naive: they are UTC
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 #: longest error text taken from a body that is not the app's JSON
@@ -136,6 +154,7 @@ class HttpClient:
         backoff_base: float = 0.25,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limits: RateLimits | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials or Credentials()
@@ -154,6 +173,9 @@ class HttpClient:
         self.sleep = sleep
         #: requests sent, by "METHOD path" (ids folded), for benchmarks and tests
         self.stats: Counter[str] = Counter()
+        #: the app's documented limits (by vendor host or sandbox prefix)
+        self.limits = limits or limits_for(app_for_url(self.base_url))
+        self.pacing = AccountPacing(self.limits, self.account_key) if self.limits else None
 
     # ------------------------------------------------------------------
 
@@ -186,6 +208,7 @@ class HttpClient:
         waited = 0.0
         refreshed = False
         attempt = 0
+        limited = 0  # 429s so far: their waits grow apart from other retries
         if self.refresher and self._expired():
             self._refresh(self.credentials.access_token)
             refreshed = True
@@ -197,15 +220,16 @@ class HttpClient:
                 req_headers.update(headers)
             self.stats[stat_key or f"{method} {path}"] += 1
             try:
-                response = self.session.request(
-                    method,
-                    target,
-                    params=params,
-                    json=json,
-                    data=data,
-                    headers=req_headers,
-                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                )
+                with self._paced(path):
+                    response = self.session.request(
+                        method,
+                        target,
+                        params=params,
+                        json=json,
+                        data=data,
+                        headers=req_headers,
+                        timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                    )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error: ConnectorError = TransientError(f"{type(exc).__name__}: {exc}")
                 if not retry_ambiguous and not isinstance(exc, requests.ConnectTimeout):
@@ -230,6 +254,16 @@ class HttpClient:
                 if not retry_ambiguous and status not in (429, 503):
                     raise error
                 hinted = retry_after_seconds(response)
+                if status == 429:
+                    limited += 1
+                    delay, budget = self._rate_limit_wait(path, response, limited, hinted)
+                    if waited + delay > budget or limited > MAX_RATE_LIMITED:
+                        raise self._gave_up(error, waited, budget)
+                    log.info("%s %s: rate limited; waiting %.1fs", method, path, delay)
+                    self.sleep(delay)
+                    waited += delay
+                    attempt -= 1  # waiting out a limit is not a failed attempt
+                    continue
                 delay = hinted if hinted is not None else self._backoff(attempt)
             if attempt >= self.max_attempts or waited + delay > self.max_wait:
                 raise error
@@ -245,6 +279,46 @@ class HttpClient:
         return response.json() if response.content else None
 
     # ------------------------------------------------------------------
+
+    def _paced(self, path: str) -> Any:
+        if self.pacing is None:
+            return contextlib.nullcontext()
+        return self.pacing.request(path, self.sleep)
+
+    def _rate_limit_wait(
+        self, path: str, response: requests.Response, attempt: int, hinted: float | None
+    ) -> tuple[float, float]:
+        """How long to wait after a 429, and the most one call may wait in all.
+
+        The apps send no ``Retry-After`` (docs/api-fidelity-ratelimits.md):
+        wait out the app's own window (HubSpot 10 s, Google up to a minute
+        with backoff, Mailchimp a short backoff), drain the account's shared
+        bucket so its other workers pause too. HubSpot's daily limit cannot
+        be waited out inside a run.
+        """
+        limits = self.limits
+        budget = max(self.max_wait, limits.max_wait) if limits else self.max_wait
+        if _policy_name(response) == "DAILY":
+            return float("inf"), budget
+        if hinted is not None:
+            delay = hinted
+        elif limits is not None:
+            delay = limits.retry_delay(attempt) * random.uniform(0.8, 1.0)
+        else:
+            delay = self._backoff(attempt)
+        if self.pacing is not None:
+            self.pacing.rate_limited(path, delay)
+        return delay, budget
+
+    def _gave_up(self, error: ConnectorError, waited: float, budget: float) -> ConnectorError:
+        app = self.limits.app if self.limits else "the app"
+        return TransientError(
+            f"Rate limited by {app}: still refused after waiting {waited:.0f}s "
+            f"(at most {budget:.0f}s per call); the run stops here and resumes later. "
+            f"{app}'s answer: {error.message}",
+            status=429,
+            code="rate_limited",
+        )
 
     def _backoff(self, attempt: int) -> float:
         # full jitter: uniform in [0, base * 2^attempt], at least a little
@@ -268,6 +342,15 @@ class HttpClient:
                 self.credentials = self.refresh_hook(stale_token, refresher)
             else:
                 self.credentials = refresher(self.credentials)
+
+
+def _policy_name(response: requests.Response) -> str:
+    """HubSpot names the limit it applied (``TEN_SECONDLY_ROLLING``, ``DAILY``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("policyName") or "") if isinstance(body, dict) else ""
 
 
 def bearer_auth(credentials: Credentials) -> dict[str, str]:

@@ -24,3 +24,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
         "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
     }
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
+
+# the apps' windows, scaled down for fast tests; the sandboxes' own windows
+# are set to match through their control API (tests/connectors/conftest.py)
+DRIFTSYNC_RATE_LIMITS = {
+    "google": {"window": 0.6, "retry_first": 0.05, "retry_cap": 0.6},
+    "hubspot": {"window": 0.1, "search_window": 0.01, "retry_first": 0.1, "retry_cap": 0.1},
+    "drift": {"window": 0.1, "retry_first": 0.05, "retry_cap": 0.1},
+    "mailchimp": {"retry_first": 0.05, "retry_cap": 0.5},
+}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -168,16 +169,23 @@ def _read_date(value: Any, date_format: str) -> str | None:
 
 
 def _write_date(value: Any, date_format: str) -> str:
+    """Always ISO ``YYYY-MM-DD``, whatever the audience displays: slashed
+    dates are read month first by the API whatever the display format
+    (mailchimp/mc-woocommerce#313, ebizmarts/magemonkey#9), so a DD/MM/YYYY
+    audience would get days and months swapped. ``date_format`` is kept for
+    reading values written by others."""
     if not value:
         return ""
     try:
         day = dt.date.fromisoformat(str(value)[:10])
     except ValueError:
         return str(value)
-    return day.strftime(_DATE_FORMATS.get(date_format.upper(), "%Y-%m-%d"))
+    return day.isoformat()
 
 
 class MailchimpConnector(Connector):
+    #: how often the incremental read re-reads everything to catch tag edits
+    tag_rescan_seconds: ClassVar[float] = 6 * 3600.0
     key = "mailchimp"
     name = "Mailchimp"
     capabilities = Capabilities(
@@ -476,9 +484,17 @@ class MailchimpConnector(Connector):
     def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:
         self._ensure_schema()
         state = _load_cursor(cursor)
+        # A tag change does not move last_changed and no webhook announces it
+        # (docs/api-fidelity-ratelimits.md): every ``tag_rescan_seconds`` the
+        # incremental read is a full one, which brings tag edits in.
+        tags_due = (
+            state is not None
+            and "phase" not in state
+            and time.time() - float(state.get("tags_at") or 0) >= self.tag_rescan_seconds
+        )
         # a cursor inside a full read (a phase, no since yet) resumes that read
-        if full or state is None or not (state.get("since") or "phase" in state):
-            state = {"since": None, "seen": None}
+        if full or tags_due or state is None or not (state.get("since") or "phase" in state):
+            state = {"since": None, "seen": None, "tags_at": time.time()}
         if "phase" not in state:
             state = _start_read(state)
         is_full = state["since"] is None
@@ -798,6 +814,7 @@ def _start_read(state: dict[str, Any]) -> dict[str, Any]:
         "mark": since,
         # None = too many ids at the mark to remember
         "mark_ids": list(seen or ()) if seen is not None or since is None else None,
+        "tags_at": state.get("tags_at") or 0,
     }
 
 
@@ -816,9 +833,12 @@ def _advance_mark(state: dict[str, Any], member_id: str, changed: int | None) ->
 
 def _final_cursor(state: dict[str, Any]) -> str:
     mark = state.get("mark")
+    tags_at = state.get("tags_at") or 0
     if not mark:
-        return json.dumps({"v": CURSOR_VERSION, "since": EPOCH, "seen": []})
-    return json.dumps({"v": CURSOR_VERSION, "since": mark, "seen": state.get("mark_ids")})
+        return json.dumps({"v": CURSOR_VERSION, "since": EPOCH, "seen": [], "tags_at": tags_at})
+    return json.dumps(
+        {"v": CURSOR_VERSION, "since": mark, "seen": state.get("mark_ids"), "tags_at": tags_at}
+    )
 
 
 def _per_contact(exc: ConnectorError) -> ConnectorError:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,9 +125,15 @@ def route(
 
 @dataclass
 class SandboxConfig:
-    #: requests allowed per ``rate_window`` seconds (0 = unlimited) → 429 + Retry-After
+    #: requests allowed in any rolling ``rate_window`` seconds (0 = unlimited) → 429;
+    #: each sandbox sets its app's real window by default (``config_defaults``)
     rate_limit: int = 0
     rate_window: float = 10.0
+    #: send ``Retry-After`` with a 429: the real apps do not (Google, HubSpot,
+    #: Mailchimp; docs/api-fidelity-ratelimits.md), so off by default
+    retry_after: bool = False
+    #: requests in flight at once (0 = unlimited) → 429 past it (Mailchimp: 10)
+    concurrency_limit: int = 0
     #: share of API requests answered with a 5xx (0..1)
     error_rate: float = 0.0
     error_status: int = 503
@@ -147,10 +153,13 @@ class SandboxApp:
     name: str = "sandbox"
     #: scopes an issued token carries unless the issuer names others
     default_scopes: tuple[str, ...] = ()
+    config_class: type[SandboxConfig] = SandboxConfig
+    #: the real app's limits, applied to a new sandbox and by ``/_sandbox/config/defaults``
+    config_defaults: dict[str, Any] = {}
 
     def __init__(self, *, static_tokens: tuple[str, ...] = ()) -> None:
         self.lock = threading.RLock()
-        self.config = SandboxConfig()
+        self.config = self.config_class(**self.config_defaults)
         self.static_tokens = set(static_tokens)
         self.tokens: dict[str, float] = {}  # access token -> expires at
         self.token_scopes: dict[str, frozenset[str]] = {}  # access token -> granted scopes
@@ -158,8 +167,10 @@ class SandboxApp:
         self.codes: dict[str, str] = {}  # authorization code -> redirect uri
         self.stats: Counter[str] = Counter()
         self.outbox: list[dict[str, Any]] = []  # webhook deliveries, for inspection
-        self._window_start = time.monotonic()
-        self._window_count = 0
+        #: accepted request times per rate bucket, for rolling windows
+        self._windows: dict[str, deque[float]] = {}
+        self._limit_lock = threading.Lock()
+        self._in_flight = 0
         self._routes: list[tuple[str, re.Pattern[str], bool, str, Handler]] = []
         for attr in dir(type(self)):
             func = getattr(self, attr)
@@ -179,10 +190,23 @@ class SandboxApp:
     def error(self, status: int, message: str, **extra: Any) -> Response:
         return Response(status, {"error": {"message": message}})
 
-    def rate_limited(self, retry_after: float) -> Response:
+    def rate_limited(self, retry_after: float, policy: str = "") -> Response:
+        """A 429 in the app's own shape; ``Retry-After`` only when configured."""
         response = self.error(429, "Rate limit exceeded")
-        response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        self.hint(response, retry_after)
         return response
+
+    def hint(self, response: Response, retry_after: float) -> Response:
+        if self.config.retry_after:
+            response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        return response
+
+    def rate_buckets(self, request: Request) -> list[tuple[str, int, float]]:
+        """(policy, limit, window) a request counts against; apps add their own."""
+        return [("DEFAULT", self.config.rate_limit, self.config.rate_window)]
+
+    def too_many_connections(self) -> Response:
+        return self.rate_limited(0.0, "CONCURRENCY")
 
     # -- tokens ----------------------------------------------------------
 
@@ -332,6 +356,14 @@ class SandboxApp:
             setattr(self.config, key, type(getattr(self.config, key))(value))
         return asdict(self.config)
 
+    @route("POST", r"/_sandbox/config/defaults", auth=False)
+    def _default_config(self, request: Request) -> Any:
+        """Back to the real app's limits, then apply the body (e.g. a small window)."""
+        self.config = self.config_class(**self.config_defaults)
+        with self._limit_lock:
+            self._windows.clear()
+        return self._set_config(request)
+
     @route("GET", r"/_sandbox/stats", auth=False)
     def _get_stats(self, request: Request) -> Any:
         return dict(self.stats)
@@ -380,47 +412,64 @@ class SandboxApp:
             if not match or method != request.method:
                 continue
             control = request.path.startswith("/_sandbox/")
-            if not control:
+            # OAuth endpoints live on other hosts with other limits: only the API counts
+            if control or not auth:
+                return self._dispatch(request, match, auth, rname, func, control)
+            limit = self.config.concurrency_limit
+            with self._limit_lock:
+                self._in_flight += 1
+                over = bool(limit) and self._in_flight > limit
+            try:
+                if over:
+                    self.stats["429"] += 1
+                    return self.too_many_connections()
                 injected = self._inject(request)
                 if injected is not False:
                     return injected
-            if auth and not self.authorized(request):
-                self.stats["401"] += 1
-                return self.error(401, "Unauthorized: missing, invalid or expired access token")
-            needed = getattr(func, "_sandbox_scopes", ())
-            if needed and self.config.require_auth:
-                granted = self.scopes_of(self.token_from(request))
-                if granted is not None and not granted & set(needed):
-                    self.stats["403"] += 1
-                    return self.missing_scopes(needed)
-            if not control:
-                self.stats[rname] += 1
-            request.params = match.groupdict()
-            try:
-                with self.lock:
-                    result = func(request, **request.params)
-            except HttpError as exc:
-                return self.error(exc.status, exc.message, **exc.extra)
-            return result if isinstance(result, Response) else Response(200, result)
+                return self._dispatch(request, match, auth, rname, func, control)
+            finally:
+                with self._limit_lock:
+                    self._in_flight -= 1
         if any(p.match(request.path) for _, p, *_ in self._routes):
             return self.error(405, f"Method {request.method} not allowed on {request.path}")
         return self.error(404, f"No such endpoint: {request.method} {request.path}")
+
+    def _dispatch(
+        self,
+        request: Request,
+        match: re.Match[str],
+        auth: bool,
+        rname: str,
+        func: Handler,
+        control: bool,
+    ) -> Response:
+        if auth and not self.authorized(request):
+            self.stats["401"] += 1
+            return self.error(401, "Unauthorized: missing, invalid or expired access token")
+        needed = getattr(func, "_sandbox_scopes", ())
+        if needed and self.config.require_auth:
+            granted = self.scopes_of(self.token_from(request))
+            if granted is not None and not granted & set(needed):
+                self.stats["403"] += 1
+                return self.missing_scopes(needed)
+        if not control:
+            self.stats[rname] += 1
+        request.params = match.groupdict()
+        try:
+            with self.lock:
+                result = func(request, **request.params)
+        except HttpError as exc:
+            return self.error(exc.status, exc.message, **exc.extra)
+        return result if isinstance(result, Response) else Response(200, result)
 
     def _inject(self, request: Request) -> Response | bool | None:
         cfg = self.config
         if cfg.latency:
             time.sleep(cfg.latency)
-        if cfg.rate_limit:
-            with self.lock:
-                now = time.monotonic()
-                if now - self._window_start >= cfg.rate_window:
-                    self._window_start, self._window_count = now, 0
-                self._window_count += 1
-                over = self._window_count > cfg.rate_limit
-                retry = cfg.rate_window - (now - self._window_start)
-            if over:
-                self.stats["429"] += 1
-                return self.rate_limited(retry)
+        limited = self._over_limit(request)
+        if limited is not None:
+            self.stats["429"] += 1
+            return limited
         if cfg.drop_rate and random.random() < cfg.drop_rate:
             self.stats["dropped"] += 1
             return None
@@ -428,6 +477,24 @@ class SandboxApp:
             self.stats[str(cfg.error_status)] += 1
             return self.error(cfg.error_status, "Injected failure: the service is unavailable")
         return False
+
+    def _over_limit(self, request: Request) -> Response | None:
+        """Rolling windows: a request is refused while ``limit`` requests were
+        accepted in the last ``window`` seconds; refused ones do not count."""
+        buckets = [(p, n, w) for p, n, w in self.rate_buckets(request) if n and w > 0]
+        if not buckets:
+            return None
+        with self._limit_lock:
+            now = time.monotonic()
+            for policy, limit, window in buckets:
+                times = self._windows.setdefault(policy, deque())
+                while times and times[0] <= now - window:
+                    times.popleft()
+                if len(times) >= limit:
+                    return self.rate_limited(times[0] + window - now, policy)
+            for policy, _limit, _window in buckets:
+                self._windows[policy].append(now)
+        return None
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -59,6 +59,17 @@ class SandboxControl:
         #: passes a session to keep its connection alive
         self.session = session
 
+    @property
+    def base_url(self) -> str:
+        """The app's API base URL in this sandbox (what an Account points at)."""
+        from . import facts
+
+        return getattr(self, "_base_url", "") or self.root + facts(self.key).api_root
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self._base_url = value
+
     @classmethod
     def of(cls, server: SandboxServer, key: str, **kwargs: Any) -> SandboxControl:
         return cls(server.url(key), key=key, **kwargs)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.base import ContactWrite
 
@@ -94,6 +94,9 @@ def _infer_type(value: Any) -> str:
 
 class DriftSandbox(SandboxApp):
     name = "drift"
+    # Drift documents a 429 but no window we could confirm: the conservative
+    # 50 per 10 s the client assumes (connectors/pacing.py), no Retry-After
+    config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 50, "rate_window": 10.0}
 
     def reset(self) -> None:
         self.org_id = DEFAULT_ORG_ID

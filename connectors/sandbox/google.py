@@ -39,7 +39,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.base import ContactWrite
 
@@ -192,6 +192,10 @@ def _decode(token: str, what: str) -> dict[str, Any]:
 
 class GoogleSandbox(SandboxApp):
     name = "google"
+    # "Read requests per minute per user": 90 as public clients report it
+    # (MrCaspan/GAS-Gmail-Signature-Templator#1); 429 RESOURCE_EXHAUSTED,
+    # reason RATE_LIMIT_EXCEEDED, no Retry-After (docs/api-fidelity-ratelimits.md)
+    config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 90, "rate_window": 60.0}
     #: the account the tokens belong to (``people/me``)
     owner_email = "sandbox.user@example.com"
     owner_name = "Sandbox User"

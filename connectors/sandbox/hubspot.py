@@ -22,11 +22,12 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from connectors.base import ContactWrite
 
-from .base import HttpError, Request, Response, SandboxApp, route
+from .base import HttpError, Request, Response, SandboxApp, SandboxConfig, route
 from .facts import SandboxFacts
 
 CONTACTS = "/crm/v3/objects/contacts"
@@ -245,9 +246,32 @@ def _bad_request(message: str) -> HttpError:
     return HttpError(400, message, category="VALIDATION_ERROR")
 
 
+@dataclass
+class HubSpotConfig(SandboxConfig):
+    #: the search endpoints' own limit (4 per second per token: HubSpot
+    #: changelog "CRM Search API Rate Limit Increase")
+    search_rate_limit: int = 4
+    search_rate_window: float = 1.0
+    #: requests per day (Free/Starter private apps: 250,000; developers.hubspot.com/apisbytier)
+    daily_limit: int = 250_000
+
+
 class HubSpotSandbox(SandboxApp):
     name = "hubspot"
     default_scopes = FULL_SCOPES
+    config_class = HubSpotConfig
+    config: HubSpotConfig
+    # a rolling 100 requests / 10 s per app per account (developers.hubspot.com/apisbytier)
+    config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 100, "rate_window": 10.0}
+
+    def rate_buckets(self, request: Request) -> list[tuple[str, int, float]]:
+        cfg = self.config
+        if request.path.rstrip("/").endswith("/search"):
+            # search has its own per-second limit (and no rate-limit headers)
+            buckets = [("SECONDLY", cfg.search_rate_limit, cfg.search_rate_window)]
+        else:
+            buckets = [("TEN_SECONDLY_ROLLING", cfg.rate_limit, cfg.rate_window)]
+        return [*buckets, ("DAILY", cfg.daily_limit, 86_400.0)]
 
     # ------------------------------------------------------------------ state
 
@@ -313,24 +337,31 @@ class HubSpotSandbox(SandboxApp):
             },
         )
 
-    def rate_limited(self, retry_after: float) -> Response:
-        window_ms = int(self.config.rate_window * 1000)
-        return Response(
+    def rate_limited(self, retry_after: float, policy: str = "") -> Response:
+        """HubSpot's 429: ``errorType: RATE_LIMIT`` and the policy hit, without
+        ``Retry-After`` (HubSpot usage guidelines, "Error responses")."""
+        policy = policy if policy in ("SECONDLY", "DAILY") else "TEN_SECONDLY_ROLLING"
+        headers: dict[str, str] = {}
+        if policy == "TEN_SECONDLY_ROLLING":
+            headers = {
+                "X-HubSpot-RateLimit-Max": str(self.config.rate_limit),
+                "X-HubSpot-RateLimit-Remaining": "0",
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(
+                    int(self.config.rate_window * 1000)
+                ),
+            }
+        response = Response(
             429,
             {
                 "status": "error",
-                "message": "You have reached your ten_secondly_rolling limit.",
+                "message": f"You have reached your {policy.lower()} limit.",
                 "errorType": "RATE_LIMIT",
                 "correlationId": str(uuid.uuid4()),
-                "policyName": "TEN_SECONDLY_ROLLING",
+                "policyName": policy,
             },
-            headers={
-                "Retry-After": str(max(1, int(retry_after + 0.999))),
-                "X-HubSpot-RateLimit-Max": str(self.config.rate_limit),
-                "X-HubSpot-RateLimit-Remaining": "0",
-                "X-HubSpot-RateLimit-Interval-Milliseconds": str(window_ms),
-            },
+            headers=headers,
         )
+        return self.hint(response, retry_after)
 
     # ------------------------------------------------------------------ views
 

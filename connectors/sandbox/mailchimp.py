@@ -27,11 +27,11 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.base import ContactWrite
 
-from .base import HttpError, Request, Response, SandboxApp, route
+from .base import HttpError, Request, Response, SandboxApp, SandboxConfig, route
 from .facts import SandboxFacts
 
 DEFAULT_LIST_ID = "a1b2c3d4e5"
@@ -240,8 +240,23 @@ class _Invalid(Exception):
         self.message = message
 
 
+@dataclass
+class MailchimpConfig(SandboxConfig):
+    #: whether a tag change moves ``last_changed`` (and so shows in
+    #: ``since_last_changed`` reads). Undocumented; tags are not merge fields
+    #: and no webhook event announces them, so the sandbox assumes the worst
+    tags_bump_last_changed: bool = False
+    #: parse slashed dates in the audience's display format (kinder than reported)
+    dates_follow_display_format: bool = False
+
+
 class MailchimpSandbox(SandboxApp):
     name = "mailchimp"
+    config_class = MailchimpConfig
+    config: MailchimpConfig
+    # "10 simultaneous connections" per user, no request window
+    # (mailchimp.com/developer/marketing/docs/fundamentals/); 429 without Retry-After
+    config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 0, "concurrency_limit": 10}
 
     def reset(self) -> None:
         self.audiences: dict[str, _Audience] = {}
@@ -271,6 +286,13 @@ class MailchimpSandbox(SandboxApp):
         if extra.get("errors"):
             body["errors"] = extra["errors"]
         return Response(status, body, "application/problem+json")
+
+    def too_many_connections(self) -> Response:
+        return self.error(
+            429,
+            "You have exceeded the limit of 10 simultaneous connections.",
+            title="Too Many Requests",
+        )
 
     def issue_token(self, ttl: float | None = None) -> dict[str, Any]:
         # Mailchimp OAuth tokens never expire and come without a refresh token
@@ -409,14 +431,20 @@ class MailchimpSandbox(SandboxApp):
         return out
 
     def _clean_date(self, merge: dict[str, Any], value: str) -> str:
-        fmt = _DATE_FORMATS.get(str(merge["options"].get("date_format", "")).upper())
-        for candidate in ("%Y-%m-%d", fmt):
-            if candidate:
-                try:
-                    return dt.datetime.strptime(value[:10], candidate).date().isoformat()
-                except ValueError:
-                    continue
-        raise _Invalid(merge["tag"], "Please enter the date in the audience's date format")
+        """ISO ``YYYY-MM-DD`` is taken as is; a slashed date is read month
+        first whatever the audience's display format, as integrations report
+        (mailchimp/mc-woocommerce#313: DD/MM sent to a DD/MM field came out
+        swapped; ebizmarts/magemonkey#9 forces mm/dd/yyyy). Stored and read
+        back as ``YYYY-MM-DD``. ``dates_follow_display_format`` restores the
+        kind behaviour for comparison."""
+        display = _DATE_FORMATS.get(str(merge["options"].get("date_format", "")).upper())
+        slashed = display if self.config.dates_follow_display_format else "%m/%d/%Y"
+        for candidate in ("%Y-%m-%d", slashed):
+            try:
+                return dt.datetime.strptime(value[:10], candidate).date().isoformat()
+            except ValueError:
+                continue
+        raise _Invalid(merge["tag"], "Please enter the date")
 
     # -- members ----------------------------------------------------------
 
@@ -1042,7 +1070,7 @@ class MailchimpSandbox(SandboxApp):
                     errors=[{"field": "tags", "message": "Each tag needs a name and a status"}],
                 )
             (add if state == "active" else remove).append(name)
-        if self._set_tags(member, add, remove):
+        if self._set_tags(member, add, remove) and self.config.tags_bump_last_changed:
             self._touch(audience, member)
         return Response(204, None)
 
@@ -1291,7 +1319,8 @@ class MailchimpSandbox(SandboxApp):
         if "tags" in person:
             wanted = [str(t) for t in person.get("tags") or []]
             current = [t["name"] for t in member["tags"]]
-            if self._set_tags(member, wanted, [t for t in current if t not in wanted]):
+            changed = self._set_tags(member, wanted, [t for t in current if t not in wanted])
+            if changed and self.config.tags_bump_last_changed:
                 self._touch(audience, member)
         return member
 
@@ -1321,7 +1350,7 @@ class MailchimpSandbox(SandboxApp):
         body = request.json() or {}
         add = [str(t) for t in body.get("add") or []]
         remove = [str(t) for t in body.get("remove") or []]
-        if self._set_tags(member, add, remove):
+        if self._set_tags(member, add, remove) and self.config.tags_bump_last_changed:
             self._touch(audience, member)
         return member
 

@@ -56,7 +56,8 @@ def test_a_refusal_before_any_work_is_retried_even_for_such_a_write(server, stat
         client(server).request(
             "POST", "/people:batchCreateContacts", json={}, retry_ambiguous=False
         )
-    assert served(server, status) == 4
+    # 503 within max_attempts; a 429 is waited out within the app's time budget
+    assert served(server, status) == (4 if status == 503 else 31)
 
 
 def test_ordinary_requests_are_retried_on_5xx(server):
