@@ -269,6 +269,7 @@ class Connection(models.Model):
         settings.AUTH_USER_MODEL,
         blank=True,
         related_name="owned_connections",
+        limit_choices_to={"is_staff": True},
         help_text="Mailed when this connection needs re-authorization, stops on an error or "
         "keeps failing contacts, and when it recovers. Empty: every superuser.",
     )
