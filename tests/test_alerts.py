@@ -67,6 +67,7 @@ def test_a_lasting_incident_is_mailed_again_after_a_day(conn, mailoutbox):
     assert "still gone" in mailoutbox[1].body
 
 
+@pytest.mark.integration
 def test_recovery_is_mailed_once(conn, mailoutbox):
     actions.mark_needs_reauth(conn, "revoked")
     actions.resume(conn)

@@ -56,6 +56,7 @@ def test_the_preview_lists_each_contact_once_and_apart_from_those_already_equal(
     assert page.count(">c3@example.com<") == 1
 
 
+@pytest.mark.integration
 def test_the_preview_pages_through_every_contact(admin_client, conn):
     run = finished(conn, dry_run=True)
     total = PREVIEW_LIMIT * 2 + 5
@@ -117,6 +118,7 @@ def test_events_are_filtered_by_connection_app_action_and_run(
     assert set(listed(page)) == {in_hubspot, in_google}
 
 
+@pytest.mark.integration
 def test_events_and_contacts_are_found_by_part_of_an_email_or_a_name(admin_client, conn):
     link = ContactLink.objects.create(
         connection=conn,

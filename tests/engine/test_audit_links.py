@@ -29,6 +29,7 @@ def apps(server, db):
     return out
 
 
+@pytest.mark.integration
 def test_the_events_that_created_and_matched_a_contact_are_on_its_timeline(apps):
     a, b = apps["google"], apps["hubspot"]
     conn = connect(a, b)
@@ -55,6 +56,7 @@ def test_a_dry_run_links_nothing_and_saves_no_binding(apps):
     assert not ContactLink.objects.filter(connection=conn).exists()
 
 
+@pytest.mark.integration
 def test_linking_new_contacts_costs_no_query_per_contact(apps):
     a, b = apps["google"], apps["hubspot"]
     conn = connect(a, b)
