@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from connectors.base import AuthError, ConfigError, Connector, ConnectorError
 
-from .. import actions
+from .. import actions, alerts
 from ..locking import Claim
 from ..models import Connection, SyncRun
 from .apply import apply_writes
@@ -154,6 +154,7 @@ class SyncRunner:
         self.run.save(update_fields=["status", "error", "finished_at", "counters"])
         if status != SyncRun.Status.FAILED:
             self.writer.finish_sync(self.conn, self.user, full=self.full, now=now)
+        alerts.after_run(self.conn, self.run)  # contacts that keep failing mail the owners
         return self.run
 
     def connection_unusable(self, exc: AuthError | ConfigError) -> None:
