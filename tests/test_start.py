@@ -182,7 +182,8 @@ def test_a_dry_run_works_on_a_draft_and_writes_nothing(admin_client, apps, inlin
     response = admin_client.post(op_url(conn, "dry_run"))
     assert response.status_code == 302
     run = SyncRun.objects.get(connection=conn)
-    assert run.dry_run and run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.dry_run
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert run.total("created") == 1
     assert apps["hubspot"].by_email("ann@example.com") == []
     conn.refresh_from_db()
@@ -204,7 +205,8 @@ def test_start_refuses_and_says_what_is_missing(admin_client, make_account, make
     response = admin_client.post(op_url(conn, "start"))
     message = said(response)
     assert "cannot start yet" in message
-    assert "was never tested" in message and "audience" in message
+    assert "was never tested" in message
+    assert "audience" in message
     conn.refresh_from_db()
     assert conn.state == Connection.State.DRAFT
     assert not Schedule.objects.filter(name=schedule_name(conn.pk)).exists()
