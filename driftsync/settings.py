@@ -250,6 +250,10 @@ if DRIFTSYNC_CLAIM_STALE_SECONDS < 60:
 #: Credentials are sent to that URL: see connectors/hosts.py and docs/security.md.
 DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE = env_bool("DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE", False)
 
+#: a run reads each app's field schema again when the account's copy is older
+#: than this (seconds); full syncs always read it
+DRIFTSYNC_SCHEMA_MAX_AGE = env.int("DRIFTSYNC_SCHEMA_MAX_AGE", default=3600)
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 #: webhook secrets ride in URL paths, which Django's request logger and the
 #: server's access log print: every logger and handler that prints a path

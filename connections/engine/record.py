@@ -89,6 +89,10 @@ class Recorder:
 
     def record(self, batch: Batch, matched: Matched, pending: list[Pending]) -> None:
         source = batch.source
+        if not (pending or matched.echoes or matched.duplicates or batch.inbox_upto is not None):
+            # nothing but the cursor (an idle run's pages): one fenced UPDATE
+            self.writer.commit_cursor(self.conn, source, batch.cursor)
+            return
         with transaction.atomic():
             # a worker that stalled past its heartbeat and lost its claim to
             # another run must not commit over that run

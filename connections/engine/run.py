@@ -98,7 +98,7 @@ class SyncRunner:
         assert self.run is not None
         conn, writer = self.conn, self.writer
         self.connectors = self.connectors or build_connectors(conn)
-        self.ctx = build_context(conn, self.connectors, self.warnings)
+        self.ctx = build_context(conn, self.connectors, self.warnings, full=self.full)
         reader = Reader(conn, self.connectors, self.ctx, full=self.full, fresh_full=self.fresh_full)
         if self.fresh_full:
             writer.start_full_sync(conn, [s for s in (A, B) if reader.listable(s)])
