@@ -22,6 +22,7 @@ person "already paused" without reading the row again.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -32,6 +33,9 @@ from . import alerts, schedules
 from .models import Account, Connection
 
 State = Connection.State
+
+#: the states of a connection that was started (every state but a draft)
+STARTED = tuple(s for s in State if s != State.DRAFT)
 
 #: how long a stored reason may be (the model's text fields are unbounded,
 #: but a reason is read by a person in a list)
@@ -101,30 +105,72 @@ def _set_state(
     return True
 
 
+class NotReady(Exception):
+    """Start refused: what is still missing, one reason per item."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(" ".join(problems))
+        self.problems = problems
+
+
+def start(connection: Connection, user: Any = None) -> bool:
+    """Start a draft: check that nothing required is missing (raises
+    ``NotReady`` with the reasons), make it active, ask for the initial full
+    sync and queue it once committed; the schedule follows (its first
+    scheduled run one interval after the initial sync). False if the
+    connection was not a draft (already started)."""
+    from django_q.models import Schedule
+
+    from .models import SyncRun
+    from .readiness import start_problems
+
+    connection.refresh_from_db()
+    if connection.state != State.DRAFT:
+        return False
+    problems = start_problems(connection)
+    if problems:
+        raise NotReady(problems)
+    with transaction.atomic():
+        if not _set_state(connection, State.ACTIVE, "", user=user, only_from=(State.DRAFT,)):
+            return False
+        Connection.request_full_sync(connection.pk)
+        connection.needs_full_sync, connection.full_sync_started = True, False
+        # the initial sync is queued below; the schedule takes over after it
+        Schedule.objects.filter(name=schedules.schedule_name(connection.pk)).update(
+            next_run=timezone.now() + dt.timedelta(minutes=max(1, connection.interval_minutes))
+        )
+        enqueue(connection, trigger=SyncRun.Trigger.INITIAL, user=user, full=True, on_commit=True)
+    return True
+
+
 def pause(connection: Connection, *, user: Any = None, reason: str = "") -> bool:
     """Stop syncing until resumed. Its schedule is removed."""
-    if connection.state == State.PAUSED:
-        return False
+    if connection.state in (State.PAUSED, State.DRAFT):
+        return False  # a draft does not run either, and starts only through ``start``
     who = user.get_username() if user is not None else "driftsync"
     return _set_state(connection, State.PAUSED, reason or f"Paused by {who}.", user=user)
 
 
 def resume(connection: Connection, *, user: Any = None) -> bool:
     """Sync again on the schedule, from now (also clears "needs
-    re-authorization" and "error" once the person has fixed the cause)."""
-    return _set_state(connection, State.ACTIVE, "", user=user)
+    re-authorization" and "error" once the person has fixed the cause).
+    Never a draft: that one starts through ``start`` and its checks."""
+    stopped = (State.PAUSED, State.NEEDS_REAUTH, State.ERROR)
+    return _set_state(connection, State.ACTIVE, "", user=user, only_from=stopped)
 
 
 def mark_needs_reauth(connection: Connection, reason: str, *, user: Any = None) -> bool:
     """An account of this connection refused its credentials. The connection
-    stops until a person re-authorizes the account and resumes it."""
-    return _set_state(connection, State.NEEDS_REAUTH, reason, user=user)
+    stops until a person re-authorizes the account and resumes it. A draft
+    (a dry run found it) stays a draft: its checklist shows the account's state."""
+    return _set_state(connection, State.NEEDS_REAUTH, reason, user=user, only_from=STARTED)
 
 
 def mark_error(connection: Connection, reason: str, *, user: Any = None) -> bool:
     """The app refused the connection's configuration (a missing audience, a
-    field that cannot be written). It stops until a person fixes it."""
-    return _set_state(connection, State.ERROR, reason, user=user)
+    field that cannot be written). It stops until a person fixes it. A draft
+    stays a draft."""
+    return _set_state(connection, State.ERROR, reason, user=user, only_from=STARTED)
 
 
 def mark_account_needs_reauth(account: Account, reason: str) -> bool:
@@ -207,6 +253,7 @@ def enqueue(
 
 
 __all__ = [
+    "NotReady",
     "account_recovered",
     "enqueue",
     "mark_account_needs_reauth",
@@ -215,4 +262,5 @@ __all__ = [
     "pause",
     "request_full_sync",
     "resume",
+    "start",
 ]

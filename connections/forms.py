@@ -103,12 +103,12 @@ def setting_field_name(side: str, key: str) -> str:
 class ConnectionForm(forms.ModelForm):
     class Meta:
         model = Connection
+        # the per-side settings are the setting_* fields below; the state
+        # changes only through the buttons (connections.actions)
         fields = [
             "name",
             "account_a",
-            "settings_a",
             "account_b",
-            "settings_b",
             "direction",
             "conflict_policy",
             "avoid_duplicates",
@@ -117,14 +117,27 @@ class ConnectionForm(forms.ModelForm):
             "sync_unsubscribes",
             "unsubscribe_tag",
             "interval_minutes",
-            "state",
         ]
+        labels = {"account_a": "Side A account", "account_b": "Side B account"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.setting_fields: dict[str, list[str]] = {Side.A: [], Side.B: []}
         if not self.instance.pk:
             return
+        conn = self.instance
+        if "account_a" in self.fields:
+            self.fields["account_a"].label = "Account"
+            self.fields["account_b"].label = "Account"
+        if "direction" in self.fields:
+            self.fields["direction"].choices = conn.direction_choices()
+        if "conflict_policy" in self.fields:
+            policy = Connection.ConflictPolicy
+            self.fields["conflict_policy"].choices = [
+                (policy.A_WINS, f"{conn.side_name(Side.A)} wins"),
+                (policy.B_WINS, f"{conn.side_name(Side.B)} wins"),
+                (policy.MOST_RECENT, policy.MOST_RECENT.label),
+            ]
         # on an existing connection the per-side settings become real fields
         for side in (Side.A, Side.B):
             account = self.instance.account(side)
@@ -150,8 +163,6 @@ class ConnectionForm(forms.ModelForm):
                 field.initial = current.get(setting.key, "")
                 self.fields[name] = field
                 self.setting_fields[side].append(name)
-            if self.setting_fields[side]:
-                self.fields.pop(f"settings_{side}", None)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -216,9 +227,10 @@ class FieldMappingForm(forms.ModelForm):
                 name = f"field_{side}"
                 current = getattr(self.instance, name, "") or ""
                 self.fields[name] = forms.ChoiceField(
-                    label=self.fields[name].label,
+                    label=f"{self.connection.side_name(side)} field",
                     choices=field_choices(list(known.values()), current),
                 )
+            self.fields["direction"].choices = self.connection.direction_choices()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

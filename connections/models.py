@@ -208,6 +208,9 @@ class Connection(models.Model):
         MOST_RECENT = "most_recent", "Most recent change wins"
 
     class State(models.TextChoices):
+        #: being set up: nothing reaches any app (a dry run may read) until
+        #: a person starts it (``actions.start``)
+        DRAFT = "draft", "Draft (not started)"
         ACTIVE = "active", "Active"
         PAUSED = "paused", "Paused"
         NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
@@ -239,7 +242,7 @@ class Connection(models.Model):
     interval_minutes = models.PositiveIntegerField(
         default=15, help_text="How often the scheduler runs this sync (minutes, at least 1)."
     )
-    state = models.CharField(max_length=15, choices=State.choices, default=State.ACTIVE)
+    state = models.CharField(max_length=15, choices=State.choices, default=State.DRAFT)
     state_reason = models.TextField(blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_synced_by = models.ForeignKey(
@@ -304,6 +307,48 @@ class Connection(models.Model):
     def cursor(self, side: str) -> str:
         return self.cursor_a if side == Side.A else self.cursor_b
 
+    # -- what a person reads: the apps' names, not "A" and "B" --------------
+
+    def side_name(self, side: str) -> str:
+        """'HubSpot', or 'HubSpot (Sales portal)' when both sides are the same app."""
+        account = self.account(side)
+        name = account.get_connector_display()
+        if self.account_a.connector == self.account_b.connector:
+            return f"{name} ({account.label})"
+        return name
+
+    def arrow(self, direction: str) -> str:
+        """'Drift → HubSpot' for a direction (a rule's, a mapping's, the connection's)."""
+        a, b = self.side_name(Side.A), self.side_name(Side.B)
+        if direction == Direction.A_TO_B:
+            return f"{a} → {b}"
+        if direction == Direction.B_TO_A:
+            return f"{b} → {a}"
+        return f"{a} ↔ {b}"
+
+    def named(self, text: str) -> str:
+        """A text that says 'A → B', 'B → A' or 'A ↔ B' (a direction as the
+        engine's helpers describe it), in the apps' names."""
+        for token, direction in (
+            ("A → B", Direction.A_TO_B),
+            ("B → A", Direction.B_TO_A),
+            ("A ↔ B", Direction.TWO_WAY),
+        ):
+            text = text.replace(token, self.arrow(direction))
+        return text
+
+    def direction_choices(self, directions: list[str] | None = None) -> list[tuple[str, str]]:
+        """A direction field's choices in the apps' names."""
+        wanted = directions or [d.value for d in Direction]
+        return [(d, self.arrow(d)) for d in wanted]
+
+    def field_label(self, side: str, key: str) -> str:
+        """A field's label as the app shows it ('Job Title'); the key when unknown."""
+        for item in self.account(side).schema or []:
+            if item.get("key") == key:
+                return str(item.get("label") or key)
+        return key
+
     @classmethod
     def request_full_sync(cls, pk: int) -> int:
         """Ask for a full read on the next run (activation, widened scope,
@@ -348,8 +393,17 @@ class Rule(models.Model):
         ordering = ["connection", "direction", "position", "pk"]
 
     def __str__(self) -> str:
-        arrow = "A → B" if self.direction == Direction.A_TO_B else "B → A"
-        return self.name or f"{arrow} rule #{self.position + 1}"
+        if self.name:
+            return self.name
+        if self.connection_id:
+            arrow = self.connection.arrow(self.direction)
+        else:
+            arrow = "A → B" if self.direction == Direction.A_TO_B else "B → A"
+        return f"{arrow} rule #{self.position + 1}"
+
+    @property
+    def target_side(self) -> str:
+        return Side.B if self.source_side == Side.A else Side.A
 
     @property
     def source_side(self) -> str:
@@ -462,7 +516,12 @@ class FieldMapping(models.Model):
     skip_type_check = False
 
     def __str__(self) -> str:
-        return f"{self.field_a} ↔ {self.field_b}"
+        if not self.connection_id:
+            return f"{self.field_a} ↔ {self.field_b}"
+        conn = self.connection
+        return (
+            f"{conn.field_label(Side.A, self.field_a)} ↔ {conn.field_label(Side.B, self.field_b)}"
+        )
 
     def clean(self) -> None:
         from .validation import check_mapping
@@ -575,7 +634,11 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     dry_run = models.BooleanField(default=False)
-    full = models.BooleanField(default=False, help_text="Read every contact (initial sync).")
+    full = models.BooleanField(
+        "full read",
+        default=False,
+        help_text="Yes: read every contact (initial sync, full resync). No: only the changes.",
+    )
     #: {"a": {"scanned": n, "created": n, ...}, "b": {...}}
     counters = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

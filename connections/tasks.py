@@ -74,7 +74,7 @@ def run_claimed(
                     .filter(pk=connection_id)
                     .first()
                 )
-                if conn is None or conn.state != Connection.State.ACTIVE:
+                if conn is None or not may_run(conn.state, dry_run=dry_run):
                     break
                 run = run_connection(
                     conn,
@@ -121,6 +121,14 @@ def run_claimed(
     return runs
 
 
+#: a dry run writes nothing: it may preview a connection not started yet, or paused
+DRY_RUN_STATES = (Connection.State.ACTIVE, Connection.State.DRAFT, Connection.State.PAUSED)
+
+
+def may_run(state: str, *, dry_run: bool = False) -> bool:
+    return state in DRY_RUN_STATES if dry_run else state == Connection.State.ACTIVE
+
+
 def sync_connection(
     connection_id: int,
     *,
@@ -136,7 +144,7 @@ def sync_connection(
     conn = Connection.objects.filter(pk=connection_id).values("state").first()
     if conn is None:
         raise Connection.DoesNotExist(f"connection {connection_id} does not exist")
-    if conn["state"] != Connection.State.ACTIVE:
+    if not may_run(conn["state"], dry_run=dry_run):
         _drop_schedule_if_inactive(connection_id)
         raise ConnectionNotActive(f"connection {connection_id} is {conn['state']}: not run")
     if coalesce and not dry_run:

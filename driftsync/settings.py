@@ -66,7 +66,7 @@ for _key in CREDENTIALS_KEYS:
         ) from None
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "driftsync.apps.DriftsyncAdminConfig",  # django.contrib.admin, as driftsync's staff site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

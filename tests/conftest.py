@@ -60,6 +60,8 @@ def make_connection(db: None, make_account: Callable[..., Account]) -> Callable[
         account_a: Account | None = None, account_b: Account | None = None, **values: Any
     ) -> Connection:
         values.setdefault("name", f"connection {next(counter)}")
+        # started, as after "Start syncing" (a new connection is a draft)
+        values.setdefault("state", Connection.State.ACTIVE)
         return Connection.objects.create(
             account_a=account_a or make_account("hubspot"),
             account_b=account_b or make_account("google"),

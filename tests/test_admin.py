@@ -82,7 +82,6 @@ def post_data_for(conn: Connection, mappings: list[tuple[str, str, str]]) -> dic
         "trash_tag": conn.trash_tag,
         "unsubscribe_tag": conn.unsubscribe_tag,
         "interval_minutes": "15",
-        "state": conn.state,
         "rules-TOTAL_FORMS": "0",
         "rules-INITIAL_FORMS": "0",
         "mappings-TOTAL_FORMS": str(len(mappings)),
@@ -150,7 +149,9 @@ def test_compatible_mappings_are_accepted_with_their_effective_direction(
     mapping = FieldMapping.objects.get(connection=conn)
     assert (mapping.field_a, mapping.field_b) == (field_a, field_b)
     page = admin_client.get(change_url(conn)).content.decode()
-    assert shown in page
+    # in the apps' names: "HubSpot → Google Contacts", not "A → B"
+    assert conn.named(shown) != shown
+    assert conn.named(shown) in page
 
 
 @pytest.mark.parametrize(
@@ -200,7 +201,10 @@ def test_sync_deletions_is_accepted_where_it_works_and_the_page_says_which_way(a
     conn.refresh_from_db()
     assert conn.sync_deletions
     page = admin_client.get(change_url(conn)).content.decode()
-    assert "A → B (deletions in HubSpot tag the contact in Google Contacts)" in page
+    assert (
+        "HubSpot → Google Contacts (deletions in HubSpot tag the contact in Google Contacts)"
+        in page
+    )
 
 
 def test_a_drift_connection_says_what_drift_cannot_do(admin_client, make_account, make_connection):
@@ -209,24 +213,21 @@ def test_a_drift_connection_says_what_drift_cannot_do(admin_client, make_account
     assert "Drift → other syncs only newly identified contacts (webhook)" in page
 
 
-def test_adding_a_connection_applies_the_defaults(admin_client, make_account):
+def test_adding_a_connection_applies_the_defaults_and_makes_a_draft(admin_client, make_account):
     a, b = make_account("hubspot"), make_account("google")
+    # the first step asks for the two apps only; a state sent anyway is ignored
     data = {
         "name": "new",
         "account_a": a.pk,
         "account_b": b.pk,
-        "settings_a": "{}",
-        "settings_b": "{}",
         "direction": "two_way",
-        "conflict_policy": "a_wins",
-        "trash_tag": "DriftSync Trash",
-        "unsubscribe_tag": "DriftSync Unsubscribes",
-        "interval_minutes": "15",
         "state": "active",
     }
     response = admin_client.post(reverse("admin:connections_connection_add"), data)
     assert response.status_code == 302
     connection = Connection.objects.get(name="new")
+    assert response.url == reverse("admin:connections_connection_change", args=[connection.pk])
+    assert connection.state == Connection.State.DRAFT
     assert connection.rules.count() == 2
     assert connection.mappings.filter(is_default=True).count() == 5
 

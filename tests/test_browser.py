@@ -1,10 +1,10 @@
-"""A staff member in a real browser: log in, create a connection, add a
-custom field mapping and a rule, press Sync now, and read the finished run
-and its events. Debian's chromium, headless, driven by Playwright against
+"""A staff member in a real browser: log in, create a connection (a draft),
+add a custom field mapping and a rule, press Start syncing, and read the
+finished initial sync and its events. Debian's chromium, headless, driven by Playwright against
 the live server; the apps are the sandboxes on loopback.
 
 The queued run executes inline (django-q2's sync mode) so that no qcluster
-is needed: the request that presses Sync now runs the task before it
+is needed: the request that presses Start syncing runs the task before it
 answers, exactly as a worker would run it."""
 
 from __future__ import annotations
@@ -141,10 +141,13 @@ def test_a_staff_member_sets_up_a_connection_and_sees_its_first_sync(
             page.fill("input[name=name]", "Google ↔ HubSpot")
             page.select_option("select[name=account_a]", str(google.account.pk))
             page.select_option("select[name=account_b]", str(hubspot.account.pk))
-            page.click("input[name=_continue]")
+            page.click("input[name=_save]")
+            # the second step: the draft's own page, with its checklist
             expect(page.locator(".messagelist")).to_contain_text("was added successfully")
             conn = Connection.objects.get(name="Google ↔ HubSpot")
+            assert conn.state == Connection.State.DRAFT
             assert conn.mappings.filter(is_default=True).exists()
+            expect(page.locator("#checklist")).to_contain_text("Field mappings")
 
             # a custom mapping: Google's birthday ↔ HubSpot's custom birthday (date ↔ date)
             row = page.locator("#mappings-group tr.form-row:not(.has_original)").first
@@ -155,35 +158,45 @@ def test_a_staff_member_sets_up_a_connection_and_sees_its_first_sync(
             expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
             mapping = FieldMapping.objects.get(connection=conn, field_a="birthday")
             assert (mapping.field_b, mapping.is_default) == ("birthday", False)
-            expect(page.locator("#mappings-group")).to_contain_text("Two-way")
+            expect(page.locator("#mappings-group")).to_contain_text("Google Contacts ↔ HubSpot")
 
-            # the A → B rule: only contacts with a birthday, and mark them as leads
+            # the Google → HubSpot rule: only contacts with a birthday, and mark them as leads
             page.locator("#rules-group a.inlinechangelink").first.click()
-            expect(page.locator("#content h2").first).to_have_text("A → B rule #1")
+            expect(page.locator("#content h2").first).to_have_text(
+                "Google Contacts → HubSpot rule #1"
+            )
             page.select_option("select[name=conditions-0-operator]", "set")
             page.select_option("select[name=conditions-0-field]", "birthday")
             page.select_option("select[name=actions-0-kind]", "set_field")
             page.select_option("select[name=actions-0-field]", "lifecyclestage")
             page.fill("input[name=actions-0-value]", "lead")
             page.click("input[name=_save]")
+            # back on the connection's page
             expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+            expect(page.locator("#rules-group")).to_contain_text(
+                "IF a Google Contacts contact: Birthday is set THEN sync it to HubSpot"
+            )
             rule = conn.rules.get(direction="a_to_b")
             assert [str(c) for c in rule.conditions.all()] == ["birthday is set"]
             assert [str(a) for a in rule.actions.all()] == ["set lifecyclestage = lead"]
 
-            # Sync now: the queued task runs inline, then the page comes back
-            page.goto(f"{base}/admin/connections/connection/{conn.pk}/change/")
-            page.locator(".object-tools button", has_text="Sync now").click()
-            expect(page.locator(".messagelist")).to_contain_text("sync queued")
+            # nothing was written before Start
+            assert SyncRun.objects.filter(connection=conn).count() == 0
+            assert hubspot.by_email("ann@example.com") == []
+
+            # Start syncing: the initial sync runs inline, then the page comes back
+            page.locator(".object-tools button", has_text="Start syncing").click()
+            expect(page.locator(".messagelist")).to_contain_text("the initial sync is queued")
             page.reload()
 
             run = SyncRun.objects.get(connection=conn)
             assert run.status == SyncRun.Status.SUCCEEDED, run.error
+            assert run.trigger == SyncRun.Trigger.INITIAL
             health = page.locator("#health")
             expect(health).to_contain_text("Listening for changes")
             expect(health).to_contain_text("by jonas")
             last_run = health.locator("table.last-runs tbody tr").first
-            expect(last_run).to_contain_text("Sync now (admin)")
+            expect(last_run).to_contain_text("Initial sync")
             expect(last_run).to_contain_text("Succeeded")
             expect(health.locator("a.count-in_sync strong")).to_have_text("1")
 

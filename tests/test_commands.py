@@ -84,6 +84,7 @@ def conn(apps: dict[str, Sandbox]) -> Connection:
         name="google ↔ hubspot",
         account_a=apps["google"].account(),
         account_b=apps["hubspot"].account(),
+        state=Connection.State.ACTIVE,
     )
     apply_defaults(connection)
     apps["google"].ctl(

@@ -188,7 +188,7 @@ def month(conn) -> None:
     run_on(conn, NOW - 30 * day, counters={"a": {"created": 100}})
     run_on(conn, NOW, dry_run=True, counters={"a": {"created": 50}})
     other = Connection.objects.create(
-        name="other", account_a=conn.account_a, account_b=conn.account_b
+        name="other", account_a=conn.account_a, account_b=conn.account_b, state="active"
     )
     run_on(other, NOW, counters={"a": {"created": 70}})
 

@@ -285,7 +285,10 @@ def test_a_repeat_delivery_makes_no_extra_writes_to_any_app(
     for app in (drift, hubspot):
         app.ctl("POST", "/reset")
     conn = Connection.objects.create(
-        name="drift ↔ hubspot", account_a=drift.account(), account_b=hubspot.account()
+        name="drift ↔ hubspot",
+        account_a=drift.account(),
+        account_b=hubspot.account(),
+        state=Connection.State.ACTIVE,
     )
     apply_defaults(conn)
     assert conn.account_a.remote_id == "1234"

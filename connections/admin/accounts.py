@@ -27,14 +27,23 @@ def account_connections(account: Account, state: str) -> list[Connection]:
     return list(Connection.objects.filter(Q(account_a=account) | Q(account_b=account), state=state))
 
 
+def oauth_client_configured(provider: str) -> bool:
+    """Has this install an OAuth client for the app (a client id in
+    SOCIALACCOUNT_PROVIDERS, or a social application in the database)?
+    Without one its "Connect with …" button could only fail."""
+    from allauth.socialaccount.adapter import get_adapter
+
+    return any(app.client_id for app in get_adapter().list_apps(None, provider=provider))
+
+
 def connect_buttons(keys: list[str]) -> list[tuple[str, str]]:
     """(url, label) of a "Connect with …" button for each app that has an
-    OAuth provider."""
+    OAuth provider and a configured OAuth client."""
     names = dict(registry.choices())
     return [
         (connect_url(provider), f"Connect with {names[key]}")
         for key in keys
-        if (provider := connector_oauth_provider(key))
+        if (provider := connector_oauth_provider(key)) and oauth_client_configured(provider)
     ]
 
 
@@ -87,6 +96,8 @@ class AccountAdmin(admin.ModelAdmin):
         keys = [obj.connector] if obj and obj.pk else [k for k, _ in registry.choices()]
         buttons = connect_buttons(keys)
         if not buttons:
+            if any(connector_oauth_provider(key) for key in keys):
+                return "Paste a token or API key: no OAuth client is configured for this app."
             return "This app takes a pasted token only."
         return fragment("account/connect_buttons.html", buttons=buttons)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from ..config import DRIFT_NOTICE, apply_defaults, has_drift_side, mapping_status, option_support
 from ..forms import (
@@ -19,6 +20,7 @@ from ..forms import (
 )
 from ..health import connection_health
 from ..models import Connection, FieldMapping, Side
+from ..readiness import checklist
 from .common import fragment
 from .dry_run import DryRunViews
 from .health_columns import HealthColumns
@@ -53,7 +55,16 @@ class FieldMappingInline(admin.TabularInline):
             connection.direction,
             enabled=mapping.enabled,
         )
-        return f"{text} ({problem})" if problem else text
+        text = connection.named(text)
+        return f"{text} ({connection.named(problem)})" if problem else text
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # each row's caption names its fields by the apps' labels
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("connection__account_a", "connection__account_b")
+        )
 
 
 @admin.register(Connection)
@@ -61,9 +72,9 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
     form = ConnectionForm
     list_display = [
         "name",
+        "apps",
         "account_a",
         "account_b",
-        "direction",
         "state",
         "interval_minutes",
         "last_synced_at",
@@ -74,6 +85,7 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
     readonly_fields = [
         "drift_notice",
         "option_ways",
+        "state",
         "state_reason",
         "last_synced_at",
         "last_synced_by",
@@ -86,19 +98,36 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
     def _setting_names(self, request: HttpRequest, obj: Connection | None, side: str) -> list[str]:
         if obj is None or not self.has_change_permission(request, obj):
             return [f"settings_{side}"]
-        names = [setting_field_name(side, s.key) for s in side_settings_of(obj.account(side))]
-        return names or [f"settings_{side}"]
+        return [setting_field_name(side, s.key) for s in side_settings_of(obj.account(side))]
 
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        if obj is None:
+            # first step, as Django's user add: the two apps; the audience or
+            # group, mappings and rules come on the next page, from their fields
+            return [
+                (
+                    None,
+                    {
+                        "fields": ["name", "account_a", "account_b", "direction"],
+                        "description": "Choose the two app accounts. Saving creates a draft: "
+                        "the next page sets it up (audience or group, mappings, rules, a dry "
+                        "run), and nothing syncs until you press Start syncing.",
+                    },
+                )
+            ]
         sync = ["direction", "conflict_policy", "avoid_duplicates"]
-        if obj is None or has_drift_side(obj):
+        if has_drift_side(obj):
             sync.append("drift_notice")
         return [
+            (None, {"fields": ["name"]}),
             (
-                "Side A",
-                {"fields": ["name", "account_a", *self._setting_names(request, obj, Side.A)]},
+                f"Side A · {obj.side_name(Side.A)}",
+                {"fields": ["account_a", *self._setting_names(request, obj, Side.A)]},
             ),
-            ("Side B", {"fields": ["account_b", *self._setting_names(request, obj, Side.B)]}),
+            (
+                f"Side B · {obj.side_name(Side.B)}",
+                {"fields": ["account_b", *self._setting_names(request, obj, Side.B)]},
+            ),
             ("How to sync", {"fields": sync}),
             (
                 "Deletions and unsubscribes (nothing is ever deleted)",
@@ -117,7 +146,7 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
                 {
                     "fields": [
                         "interval_minutes",
-                        "state",
+                        "state",  # read-only: it changes through the buttons above
                         "state_reason",
                         "last_synced_at",
                         "last_synced_by",
@@ -132,6 +161,10 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
         kwargs["fields"] = [f for f in fields if not f.startswith("setting_")]
         return super().get_form(request, obj, **kwargs)
 
+    @admin.display(description="Apps", ordering="direction")
+    def apps(self, obj: Connection) -> str:
+        return obj.arrow(obj.direction)
+
     @admin.display(description="Drift")
     def drift_notice(self, obj: Connection | None) -> str:
         if obj is None or not obj.pk:
@@ -144,22 +177,26 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
             return "Shown once both accounts are chosen and saved."
         support = option_support(obj)
         ways = [
-            ("Sync deletions", support["sync_deletions"].describe()),
-            ("Sync unsubscribes", support["sync_unsubscribes"].describe()),
+            ("Sync deletions", obj.named(support["sync_deletions"].describe())),
+            ("Sync unsubscribes", obj.named(support["sync_unsubscribes"].describe())),
         ]
         return fragment("connection/option_ways.html", ways=ways)
 
     def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
-        chosen = obj.state
-        if change and "state" in form.changed_data:
-            # the state changes through connections.actions (reason, History,
-            # schedule), once the rest of the form is saved
-            obj.state = form.initial["state"]
+        # the state is not a form field: it changes through the buttons
+        # (connections.actions); a new connection is a draft
         super().save_model(request, obj, form, change)
         if not change:
             apply_defaults(obj)
-        elif chosen != obj.state:
-            self.change_state(request, obj, chosen)
+
+    def response_add(
+        self, request: HttpRequest, obj: Connection, post_url_continue: Any = None
+    ) -> HttpResponse:
+        # as Django's user add: the second step is the change page
+        if "_addanother" not in request.POST and "_popup" not in request.POST:
+            request.POST = request.POST.copy()
+            request.POST["_continue"] = "1"
+        return super().response_add(request, obj, post_url_continue)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         extra_context = dict(extra_context or {})
@@ -167,4 +204,12 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
         if conn is not None:
             extra_context["health"] = connection_health(conn)
             extra_context["operations"] = self.operation_buttons(request, conn)
+            if conn.state == Connection.State.DRAFT:
+                steps = checklist(conn)
+                extra_context["checklist"] = steps
+                extra_context["ready"] = not any(step.blocking for step in steps)
+                if self.has_change_permission(request, conn):
+                    extra_context["start_url"] = reverse(
+                        "admin:connections_connection_start", args=[conn.pk]
+                    )
         return super().change_view(request, object_id, form_url, extra_context)

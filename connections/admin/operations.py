@@ -1,4 +1,5 @@
-"""A connection's operations: Sync now, Dry run, Full resync, Pause, Resume.
+"""A connection's operations: Start syncing (a draft), Sync now, Dry run,
+Full resync, Pause, Resume.
 
 The changelist actions and the change page's buttons share these. They only
 queue a run or change the state, both through ``connections.actions`` (which
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from .. import actions
 from ..models import Connection, SyncRun
+from ..tasks import may_run
 from .common import fragment
 from .confirm import confirm_full_resync
 
@@ -31,10 +33,14 @@ def operation_url_name(operation: str) -> str:
 
 
 class ConnectionOperations(admin.ModelAdmin):
-    actions = ["sync_now", "dry_run", "pause", "resume", "full_resync"]
+    actions = ["start", "sync_now", "dry_run", "pause", "resume", "full_resync"]
 
     #: the change page's buttons: url part -> (label, tooltip)
     OPERATIONS = {
+        "start": (
+            "Start syncing",
+            "Check the setup, then sync for real: the initial sync now, then on the schedule",
+        ),
         "sync-now": ("Sync now", "Queue a sync of this connection"),
         "dry-run": ("Dry run", "Preview what a sync would do, without writing anything"),
         "full-resync": ("Full resync", "Read every contact on both sides again"),
@@ -54,14 +60,44 @@ class ConnectionOperations(admin.ModelAdmin):
         return conn
 
     def _refuse_inactive(self, request: HttpRequest, conn: Connection, what: str) -> bool:
-        if conn.state == State.ACTIVE:
+        if may_run(conn.state, dry_run=what == "dry run"):
             return False
+        if conn.state == State.DRAFT:
+            todo = "press Start syncing first (a dry run works before that)"
+        else:
+            todo = "resume it first"
         self.message_user(
             request,
-            f"{conn} is {conn.get_state_display().lower()}: resume it first. No {what} was queued.",
+            f"{conn} is {conn.get_state_display().lower()}: {todo}. No {what} was queued.",
             messages.WARNING,
         )
         return True
+
+    def _start(self, request: HttpRequest, conn: Connection) -> None:
+        try:
+            started = actions.start(conn, request.user)
+        except actions.NotReady as exc:
+            self.message_user(
+                request,
+                fragment(
+                    "connection/not_ready_message.html", connection=conn, problems=exc.problems
+                ),
+                messages.ERROR,
+            )
+            return
+        if not started:
+            self.message_user(
+                request,
+                f"{conn} was already started ({conn.get_state_display().lower()}).",
+                messages.INFO,
+            )
+            return
+        self.message_user(
+            request,
+            f"{conn} started: the initial sync is queued (it reads every contact on both"
+            f" sides); then the scheduler runs it every {conn.interval_minutes} min.",
+            messages.SUCCESS,
+        )
 
     def _sync(self, request: HttpRequest, conn: Connection, *, full: bool = False) -> None:
         what = "full resync" if full else "sync"
@@ -98,16 +134,19 @@ class ConnectionOperations(admin.ModelAdmin):
         user = request.user
         if state == State.ACTIVE:
             return actions.resume(conn, user=user)
-        if state == State.PAUSED:
-            reason = f"Paused by {user.get_username()} in the admin."
-            return actions.pause(conn, user=user, reason=reason)
-        reason = f"Set by {user.get_username()} in the admin."
-        if state == State.NEEDS_REAUTH:
-            return actions.mark_needs_reauth(conn, reason, user=user)
-        return actions.mark_error(conn, reason, user=user)
+        reason = f"Paused by {user.get_username()} in the admin."
+        return actions.pause(conn, user=user, reason=reason)
 
     def _set_state(self, request: HttpRequest, conn: Connection, state: str) -> None:
-        if not self.change_state(request, conn, state):
+        if conn.state == State.DRAFT:
+            # a draft starts through its checks (Start syncing), never by a resume
+            what = "paused" if state == State.PAUSED else "resumed"
+            self.message_user(
+                request,
+                f"{conn} is a draft: it cannot be {what}. Press Start syncing once it is set up.",
+                messages.WARNING,
+            )
+        elif not self.change_state(request, conn, state):
             self.message_user(
                 request, f"{conn} is already {conn.get_state_display().lower()}.", messages.INFO
             )
@@ -124,6 +163,13 @@ class ConnectionOperations(admin.ModelAdmin):
             )
 
     # -- the changelist's actions ------------------------------------------------
+
+    @admin.action(
+        description="Start syncing (drafts: checks the setup first)", permissions=["change"]
+    )
+    def start(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for conn in queryset:
+            self._start(request, conn)
 
     @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
@@ -177,6 +223,10 @@ class ConnectionOperations(admin.ModelAdmin):
             return []
         if conn.state == State.ACTIVE:
             names = ["sync-now", "dry-run", "full-resync", "pause"]
+        elif conn.state == State.DRAFT:
+            names = ["dry-run", "start"]
+        elif conn.state == State.PAUSED:
+            names = ["dry-run", "resume"]
         else:
             names = ["resume"]
         return [
@@ -197,6 +247,8 @@ class ConnectionOperations(admin.ModelAdmin):
             if page := confirm_full_resync(self, request, [conn]):
                 return page
             self._sync(request, conn, full=True)
+        elif operation == "start":
+            self._start(request, conn)
         elif operation == "pause":
             self._set_state(request, conn, State.PAUSED)
         else:

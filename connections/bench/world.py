@@ -198,6 +198,7 @@ class World:
             account_b=b.account,
             settings_a=a.settings,
             settings_b=b.settings,
+            state=Connection.State.ACTIVE,  # measured as started, not as a draft
         )
         apply_defaults(conn)
         self.conn = conn

@@ -119,6 +119,7 @@ def inbox(drift: App, event_type: str, kind: str, cid: str, email: str = "") -> 
 
 
 def connect(a: App, b: App, **options: Any) -> Connection:
+    options.setdefault("state", Connection.State.ACTIVE)  # started (a new one is a draft)
     conn = Connection.objects.create(
         name=f"{a.key} ↔ {b.key}",
         account_a=a.account,
