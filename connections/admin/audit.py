@@ -73,10 +73,21 @@ class SyncRunAdmin(AuditAdmin):
         "dry_run",
         "full",
         "totals",
+        "counts_by_app",
         "error_folded",
         "events",
     ]
     readonly_fields = fields
+
+    @admin.display(description="Counts by app")
+    def counts_by_app(self, run: SyncRun) -> str:
+        conn = run.connection
+        parts = []
+        for side in (Side.A, Side.B):
+            counts = (run.counters or {}).get(side) or {}
+            listed = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n)
+            parts.append(f"{conn.side_name(side)}: {listed or 'nothing'}")
+        return " · ".join(parts)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser  # old runs may be pruned, by a superuser only
@@ -199,7 +210,7 @@ class SyncEventAdmin(AuditAdmin):
         "created_at",
         "mode",
         "action",
-        "side",
+        "app",
         "email",
         "connection",
         "run",
@@ -212,19 +223,29 @@ class SyncEventAdmin(AuditAdmin):
     #: escaped there and not found this way.
     search_fields = ["email", "changes", "link__base_a", "link__base_b"]
     search_help_text = "Part of an email address, or a name or other field value."
-    list_select_related = ["run", "run__connection"]
+    list_select_related = [
+        "run",
+        "run__connection",
+        "run__connection__account_a",
+        "run__connection__account_b",
+    ]
     fields = [
         "run",
         "mode",
         "link",
         "email",
-        "side",
+        "app",
         "action",
         "changes_table",
         "reason",
         "created_at",
     ]
     readonly_fields = fields
+
+    @admin.display(description="App", ordering="side")
+    def app(self, event: SyncEvent) -> str:
+        """The app the event happened in, by the connection's own name for it."""
+        return event.run.connection.side_name(event.side)
 
     @admin.display(description="Mode", ordering="run__dry_run")
     def mode(self, event: SyncEvent) -> str:
@@ -295,8 +316,7 @@ class ContactLinkAdmin(AuditAdmin):
     list_display = [
         "email",
         "connection",
-        "id_a",
-        "id_b",
+        "contact_ids",
         "status",
         "failure_count",
         "last_synced_at",
@@ -305,25 +325,42 @@ class ContactLinkAdmin(AuditAdmin):
     #: part of an email, an exact id, or a name (any value) as last synced
     search_fields = ["email", "=id_a", "=id_b", "base_a", "base_b"]
     search_help_text = "Part of an email address, an app's contact id, or a name."
-    list_select_related = ["connection"]
+    list_select_related = ["connection", "connection__account_a", "connection__account_b"]
     fields = [
         "connection",
         "email",
-        "id_a",
-        "id_b",
+        "contact_ids",
         "status",
         "status_reason",
         "failure_count",
         "retry_after",
         "unsubscribed_on",
-        "base_a",
-        "base_b",
+        "last_synced_values",
         "first_synced_at",
         "last_synced_at",
         "timeline",
     ]
     readonly_fields = fields
     TIMELINE_LIMIT = 100
+
+    @admin.display(description="Contact in each app")
+    def contact_ids(self, link: ContactLink) -> str:
+        conn = link.connection
+        return " · ".join(
+            f"{conn.side_name(side)} {link.remote_id(side) or '—'}" for side in (Side.A, Side.B)
+        )
+
+    @admin.display(description="Last synced values")
+    def last_synced_values(self, link: ContactLink) -> str:
+        """What driftsync last wrote or read on each side (the merge's base)."""
+        conn = link.connection
+        return fragment(
+            "includes/base_values.html",
+            sides=[
+                (conn.side_name(side), sorted((link.base(side) or {}).items()))
+                for side in (Side.A, Side.B)
+            ],
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ContactLink]:
         return (

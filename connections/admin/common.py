@@ -35,12 +35,9 @@ def connector_oauth_provider(key: str) -> str:
 
 
 def side_names(conn: Connection) -> dict[str, str]:
-    """'A · HubSpot', 'B · Google Contacts': the apps as previews and
-    timelines name them."""
-    return {
-        Side.A: f"A · {conn.account_a.get_connector_display()}",
-        Side.B: f"B · {conn.account_b.get_connector_display()}",
-    }
+    """'HubSpot', 'Google Contacts' (with the account's label when both sides
+    are the same app): the apps as previews and timelines name them."""
+    return {side: conn.side_name(side) for side in (Side.A, Side.B)}
 
 
 def fragment(name: str, **context: Any) -> str:
