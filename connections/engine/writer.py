@@ -17,12 +17,14 @@ from django.utils import timezone
 from connectors.base import Connector, ContactWrite, WriteResult, normalize_email
 
 from ..models import Account, Connection, ContactLink, LinkStatus, WebhookEvent
+from . import storable
 
 if TYPE_CHECKING:
     from ..locking import Claim
     from .batch import Duplicate
     from .read import EmailChange
 
+EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
 LINK_FIELDS = (
     "id_a",
     "id_b",
@@ -116,9 +118,9 @@ class LiveWriter:
             link = ContactLink(connection=conn, **{id_field: dup.contact.id})
         if link.status == LinkStatus.DUPLICATE and link.status_reason == dup.reason:
             return False, link  # reported already
-        link.email = normalize_email(dup.contact.email)
+        link.email = storable.cut(normalize_email(dup.contact.email), EMAIL_MAX)
         link.status = LinkStatus.DUPLICATE
-        link.status_reason = dup.reason
+        link.status_reason = storable.text(dup.reason)
         link.save()
         return True, link
 
