@@ -3,8 +3,8 @@
 Builds the connectors, refreshes each account's field schema (the admin
 offers mappings from it), and turns the enabled mappings and rules into
 specs against the fields the apps have now. A mapping or action whose field
-is gone, whose types no longer fit, or whose value no longer parses, is skipped with a warning on the
-run rather than failing it.
+is gone, whose types no longer fit, or whose value no longer parses, is
+skipped with a warning on the run rather than failing it.
 """
 
 from __future__ import annotations
