@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from django.db import IntegrityError
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from connections.engine import run as run_module
 from connections.engine.run import run_connection
-from connections.models import Account, Connection, ContactLink, LinkStatus, SyncRun
+from connections.engine.writer import LiveWriter
+from connections.models import Account, Connection, ContactLink, LinkStatus, SyncEvent, SyncRun
 from connectors import sandbox
 from connectors.base import Contact, normalize_email
 
@@ -115,3 +118,57 @@ def test_no_contact_value_crashes_a_run(server, people):
         assert link.status in SETTLED, link.status
         if link.status != LinkStatus.IN_SYNC:
             assert link.status_reason or link.status == LinkStatus.EXCLUDED
+
+
+@pytest.fixture
+def world(server, db):
+    apps = {key: App(server, key) for key in SIDES}
+    for app in apps.values():
+        app.reset()
+        app.make_account()
+    for i in range(3):
+        apps["google"].create(f"person{i}@example.com", "Person", f"No{i}")
+    return apps["google"], apps["mailchimp"], connect(apps["google"], apps["mailchimp"])
+
+
+def test_a_contact_that_cannot_be_planned_fails_alone(world, monkeypatch):
+    _, mailchimp, conn = world
+    real = run_module.plan_pair
+
+    def plan_pair(a, b, old, ctx):
+        if a is not None and normalize_email(a.email) == "person1@example.com":
+            raise KeyError("surprise")
+        return real(a, b, old, ctx)
+
+    monkeypatch.setattr(run_module, "plan_pair", plan_pair)
+    run = run_connection(conn)
+    assert run.status == SyncRun.Status.PARTIAL, run.error
+    bad = ContactLink.objects.get(connection=conn, email="person1@example.com")
+    assert bad.status == LinkStatus.FAILING
+    assert bad.status_reason == "unexpected error: KeyError: 'surprise'"
+    assert [c.email for c in mailchimp.by_email("person1@example.com")] == []
+    for email in ("person0@example.com", "person2@example.com"):
+        assert len(mailchimp.by_email(email)) == 1
+        assert ContactLink.objects.get(connection=conn, email=email).status == LinkStatus.IN_SYNC
+
+
+def test_a_binding_the_database_refuses_fails_that_contact_and_the_page_commits(world, monkeypatch):
+    conn = world[2]
+    real = LiveWriter.save_links
+
+    def save_links(self, created, changed):
+        if any(link.email == "person2@example.com" and not link.pk for link in created):
+            raise IntegrityError("UNIQUE constraint failed: connections_contactlink.id_b")
+        return real(self, created, changed)
+
+    monkeypatch.setattr(LiveWriter, "save_links", save_links)
+    run = run_connection(conn)
+    assert run.status == SyncRun.Status.PARTIAL, run.error
+    assert run.total("failed") == 1
+    links = {x.email: x for x in ContactLink.objects.filter(connection=conn)}
+    assert links["person0@example.com"].status == LinkStatus.IN_SYNC
+    assert links["person1@example.com"].status == LinkStatus.IN_SYNC
+    assert "person2@example.com" not in links  # not even as failing: its row is refused
+    failed = SyncEvent.objects.get(run=run, action="failed")
+    assert failed.email == "person2@example.com"
+    assert failed.reason.startswith("could not be stored: IntegrityError: UNIQUE constraint")
