@@ -14,6 +14,9 @@ from connectors import sandbox
 
 from .world import App, connect, sync
 
+# on PostgreSQL a violated constraint aborts the whole transaction: run there too
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def server():
