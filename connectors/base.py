@@ -408,8 +408,10 @@ class Connector(ABC):
 
 
 def normalize_email(value: str | None) -> str:
-    """The matching key: trimmed and case-folded."""
-    return (value or "").strip().casefold()
+    """The matching key: trimmed and case-folded (an app's non-text value as text)."""
+    if not isinstance(value, str):
+        value = "" if value is None else str(value)
+    return value.strip().casefold()
 
 
 def chunked(items: list[T], size: int) -> Iterator[list[T]]:

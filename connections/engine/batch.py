@@ -78,6 +78,8 @@ class Pending:
     plan: PairPlan
     old: LinkState | None
     results: dict[str, WriteResult] = field(default_factory=dict)
+    #: planning this pair failed (nothing is written): the contact is failing with this reason
+    error: str = ""
 
     def failures(self) -> dict[str, Any]:
         return {side: r.error for side, r in self.results.items() if r.error is not None}

@@ -17,9 +17,12 @@ from collections import defaultdict
 from connectors.base import Contact, normalize_email
 
 from ..models import ContactLink, LinkStatus
+from . import storable
 from .batch import Batch, Counters, Duplicate, Matched, Pair
 from .context import Context, other
 from .state import is_echo
+
+EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
 
 OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -107,10 +110,11 @@ class Matcher:
             return
         # bindings that already hold these emails (made from either side)
         email_links: dict[str, list[ContactLink]] = defaultdict(list)
+        stored = {storable.cut(key, EMAIL_MAX): key for key in by_email}  # as bindings keep them
         for link in ContactLink.objects.filter(
-            connection_id=self.conn_id, email__in=list(by_email)
+            connection_id=self.conn_id, email__in=list(stored)
         ).exclude(status__in=[LinkStatus.DUPLICATE, LinkStatus.EXCLUDED]):
-            email_links[link.email].append(link)
+            email_links[stored.get(link.email, link.email)].append(link)
         lookup: list[str] = []
         adopt: dict[str, ContactLink] = {}
         for key, group in by_email.items():

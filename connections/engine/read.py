@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
-from connectors.base import Connector, normalize_email
+from connectors.base import Connector, Contact, normalize_email
 
 from ..models import Connection, ContactLink, LinkStatus, WebhookEvent
 from .batch import Batch
@@ -165,28 +165,49 @@ class Reader:
 
         The webhook view stored the ids the app's parser found on the row
         (``contact_id``, the old one, and ``new_contact_id``): nothing here
-        parses a stored body again."""
+        parses a stored body again. Deliveries can come late, twice or out of
+        order (A→B after B→C): the new id is followed through the later
+        changes the connection received, and only an id the app has now is
+        reported as found."""
         if not any(c.webhooks is not None for c in self.connectors.values()):
             return  # neither app sends webhooks: nothing can have announced a change
-        rows = (
-            WebhookEvent.objects.filter(
-                connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED
-            )
+        rows = list(
+            WebhookEvent.objects.filter(connection=self.conn, kind="email_changed")
             .exclude(contact_id="")
             .exclude(new_contact_id="")
+            .exclude(status__in=[WebhookEvent.Status.REJECTED, WebhookEvent.Status.IGNORED])
             .order_by("pk")
+            .values("pk", "source", "status", "contact_id", "new_contact_id", "email")
         )
+        moves = {(r["source"], r["contact_id"]): r["new_contact_id"] for r in rows}
         for row in rows:
+            if row["status"] != WebhookEvent.Status.RECEIVED:
+                continue
             for side in (A, B):
-                if self.conn.account(side).connector == row.source:
-                    yield EmailChange(
-                        side, row.contact_id, row.new_contact_id, normalize_email(row.email)
-                    )
+                if self.conn.account(side).connector != row["source"]:
+                    continue
+                old = row["contact_id"]
+                chain = [row["new_contact_id"]]
+                while (nxt := moves.get((row["source"], chain[-1]))) not in (None, old, *chain):
+                    chain.append(nxt)
+                found: dict[str, Contact] = {}
+                if ContactLink.objects.filter(connection=self.conn, **{f"id_{side}": old}).exists():
+                    found = self.connectors[side].get_contacts(chain)
+                now = next((i for i in reversed(chain) if i in found), None)
+                email = normalize_email(found[now].email) if now else normalize_email(row["email"])
+                yield EmailChange(
+                    side, old, now or row["new_contact_id"], email, row["pk"], found=now is not None
+                )
 
 
 @dataclass(frozen=True)
 class EmailChange:
     side: str
     old_id: str
+    #: where the contact is now (the end of the changes received), when ``found``
     new_id: str
     email: str
+    #: the delivery's row, marked processed once followed
+    event_id: int | None = None
+    #: the app has a contact with ``new_id`` (else the delivery is stale)
+    found: bool = True

@@ -10,6 +10,7 @@ makes a second contact.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,18 @@ from django.utils import timezone
 from connectors.base import normalize_email
 
 from ..models import Connection, ContactLink, LinkStatus, SyncEvent, SyncRun
+from . import storable
 from .batch import Batch, Counters, Matched, Pending
 from .context import A, B, Context
 from .state import LinkState, Outcome, snapshot
 from .writer import Writer
 
+log = logging.getLogger(__name__)
+
 MAX_RETRY_DELAY = dt.timedelta(hours=24)
+EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
+EVENT_EMAIL_MAX = SyncEvent._meta.get_field("email").max_length or 320
+VERSION_MAX = ContactLink._meta.get_field("version_a").max_length or 200
 
 
 def retry_delay(failures: int) -> dt.timedelta:
@@ -56,15 +63,59 @@ class Events:
         *,
         email: str | None = None,
     ) -> SyncEvent:
+        email = normalize_email(email) or (link.email if link else "")
         return SyncEvent(
             run=self.run,
             link=link,
-            email=normalize_email(email) or (link.email if link else ""),
+            email=storable.cut(email, EVENT_EMAIL_MAX),
             side=side,
             action=action,
-            reason=reason[:5000],
-            changes=changes or [],
+            reason=storable.text(reason[:5000]),
+            changes=storable.json(changes or []),
         )
+
+
+def save_events(events: list[SyncEvent]) -> None:
+    """All in one go; else one by one, without those the database refuses."""
+    try:
+        with transaction.atomic():
+            SyncEvent.objects.bulk_create(events, batch_size=500)
+        return
+    except Exception:
+        for event in events:
+            event.pk = None
+            event._state.adding = True
+    for event in events:
+        try:
+            with transaction.atomic():
+                event.save()
+        except Exception:
+            log.exception("event %s of run %s could not be stored", event, event.run_id)
+
+
+def make_storable(link: ContactLink) -> None:
+    """What we keep of the contact, as the database can store it: a value cut
+    to its column says so in the binding's reason."""
+    note = storable.cut_note("Its email", link.email, EMAIL_MAX)
+    link.email = storable.cut(link.email or "", EMAIL_MAX)
+    link.version_a = storable.cut(link.version_a or "", VERSION_MAX)
+    link.version_b = storable.cut(link.version_b or "", VERSION_MAX)
+    link.base_a, link.base_b = storable.json(link.base_a), storable.json(link.base_b)
+    link.rule_tags = storable.json(link.rule_tags)
+    link.status_reason = storable.text(link.status_reason or "")
+    if note and note not in link.status_reason:
+        link.status_reason = f"{link.status_reason} {note}".strip()
+
+
+@dataclass
+class Row:
+    """One planned pair's binding and events, saved together or not at all."""
+
+    item: Pending
+    link: ContactLink
+    outcome: Outcome
+    events: list[SyncEvent]
+    created: bool
 
 
 class Recorder:
@@ -102,7 +153,12 @@ class Recorder:
                 why = "came back with the values last synced; nothing to do"
                 events += [self.events.new(x, source, "echo", why) for x in matched.echoes]
             for dup in matched.duplicates:
-                report, link = self.writer.bind_duplicate(self.conn, dup)
+                try:
+                    with transaction.atomic():
+                        report, link = self.writer.bind_duplicate(self.conn, dup)
+                except Exception:  # its binding cannot be stored: reported, not marked
+                    log.warning("duplicate %s of %s not marked", dup.contact.id, self.conn)
+                    report, link = True, None
                 if report:
                     email = dup.contact.email
                     events.append(
@@ -110,20 +166,16 @@ class Recorder:
                     )
             self.record_pending(pending, events, source)
             if events:
-                SyncEvent.objects.bulk_create(events, batch_size=500)
+                save_events(events)
             self.writer.commit_cursor(self.conn, source, batch.cursor)
             if batch.inbox_upto is not None:
                 self.writer.mark_inbox_processed(self.conn.account(source), batch.inbox_upto)
 
     def record_pending(self, pending: list[Pending], events: list[SyncEvent], source: str) -> None:
         now = timezone.now()
-        created: list[ContactLink] = []
-        changed: list[ContactLink] = []
-        # a new binding's events are built before it exists: linked once it is saved
-        unlinked: list[tuple[int, int, ContactLink]] = []
+        rows: list[Row] = []
         for item in pending:
             plan, state = item.plan, item.plan.link
-            first = len(events)
             failures = item.failures()
             for side, result in item.results.items():
                 if result.error is None and result.contact is not None:
@@ -133,14 +185,14 @@ class Recorder:
                         state.set_id(side, result.contact.id)
                     # the base is what the app answered: its own normalization is no change
                     state.set_base(side, snapshot(result.contact, self.ctx.tracked[side]))
-            outcome = Outcome.FAILED if failures else plan.outcome
-            self.counters.count(item, outcome, source)
+            outcome = Outcome.FAILED if failures or item.error else plan.outcome
+            row_events: list[SyncEvent] = []
             for ev in plan.events:
                 if ev.side in failures or ev.action == "trashed":
                     continue  # trash events are recorded when the tag is sent (``trash``)
                 if ev.action == "matched" and self.full and not self.writer.reports_matches:
                     continue
-                events.append(
+                row_events.append(
                     self.events.new(
                         item.link, ev.side, ev.action, ev.reason, ev.changes, email=state.email
                     )
@@ -148,43 +200,106 @@ class Recorder:
             link = item.link
             if link is None:
                 if outcome in (Outcome.OUT_OF_SCOPE, Outcome.SKIPPED):
+                    self.counters.count(item, outcome, source)
+                    events += row_events
                     continue
                 link = item.link = ContactLink(connection=self.conn)
-                created.append(link)
-            else:
-                changed.append(link)
-            if failures:
-                events.append(self.failed(item, link, failures, now))
+            if item.error:
+                row_events.append(self.failed(item, link, source, item.error, [], now))
+            elif failures:
+                side, error = next(iter(failures.items()))
+                reason = f"{self.ctx.options.name(side)} refused it: {error.message}"
+                changes = [c.as_dict() for c in item.plan.writes[side].changes]
+                row_events.append(self.failed(item, link, side, reason, changes, now))
             elif not (outcome == Outcome.OUT_OF_SCOPE and link.pk is None):
                 self.synced(item, link, now)
-            if link.pk is None:
-                unlinked.append((first, len(events), link))
-        self.writer.save_links(created, changed)
-        for start, end, link in unlinked:
-            if link.pk is not None:  # bulk_create set it (a dry run saves nothing)
-                for event in events[start:end]:
-                    event.link = link
+            make_storable(link)
+            rows.append(Row(item, link, outcome, row_events, created=link.pk is None))
+        self.save_rows(rows, source, now)
+        for row in rows:
+            if row.outcome == Outcome.FAILED and not row.item.failures():
+                self.counters[source][Outcome.FAILED] += 1  # planning or storing failed
+            else:
+                self.counters.count(row.item, row.outcome, source)
+            if row.link is not None and row.link.pk is not None:
+                # a new binding's events were built before it existed: linked now it is saved
+                for event in row.events:
+                    if event.link_id is None:
+                        event.link = row.link
+            events += row.events
         for item in pending:
             if item.link is not None and item.link.pk:
                 self.processed.add(item.link.pk)
 
+    def save_rows(self, rows: list[Row], source: str, now: dt.datetime) -> None:
+        """Every binding in one go; when one cannot be saved, each in its own
+        savepoint, so only the contacts whose rows the database refuses fail."""
+        created = [r.link for r in rows if r.created]
+        changed = [r.link for r in rows if not r.created]
+        try:
+            with transaction.atomic():
+                self.writer.save_links(created, changed)
+            return
+        except Exception:
+            for link in created:  # rolled back: not saved after all
+                link.pk = None
+                link._state.adding = True
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    one = [row.link]
+                    self.writer.save_links(one if row.created else [], [] if row.created else one)
+            except Exception as exc:
+                if row.created:
+                    row.link.pk = None
+                    row.link._state.adding = True
+                self.unstorable(row, source, exc, now)
+
+    def unstorable(self, row: Row, source: str, exc: Exception, now: dt.datetime) -> None:
+        """The database refused this contact's binding: it is failing, with the
+        database's reason, and its stored binding (if any) keeps its old state."""
+        log.warning("contact %s of %s could not be stored: %s", row.link, self.conn, exc)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"could not be stored: {type(exc).__name__}: {first_line}"
+        link: ContactLink | None = row.link
+        assert link is not None
+        if link.pk is not None:
+            link.refresh_from_db()
+        self.failed(row.item, link, source, reason, [], now)
+        make_storable(link)
+        try:
+            with transaction.atomic():
+                one = [link]
+                self.writer.save_links(one if link.pk is None else [], one if link.pk else [])
+        except Exception:  # not even as failing (its ids clash, or do not fit)
+            link = None
+        row.item.link = link
+        row.outcome = Outcome.FAILED
+        email = row.item.plan.link.email
+        row.events = [self.events.new(link, source, "failed", reason, email=email)]
+
     def failed(
-        self, item: Pending, link: ContactLink, failures: dict[str, Any], now: dt.datetime
+        self,
+        item: Pending,
+        link: ContactLink,
+        side: str,
+        reason: str,
+        changes: list[dict[str, Any]],
+        now: dt.datetime,
     ) -> SyncEvent:
-        """An app refused a write: keep the old bases (so the change is seen
-        again), back off, and record the app's own reason."""
+        """An app refused a write (or the contact could not be planned or
+        stored): keep the old bases (so the change is seen again), back off,
+        and record the reason (the app's own where it gave one)."""
         state = item.plan.link
-        side, error = next(iter(failures.items()))
         old = item.old or LinkState()
         link.base_a, link.base_b = old.base_a, old.base_b
         link.failure_count = (link.failure_count or 0) + 1
         link.retry_after = now + retry_delay(link.failure_count)
         link.status = LinkStatus.FAILING
-        link.status_reason = f"{self.ctx.options.name(side)} refused it: {error.message}"
+        link.status_reason = reason
         link.id_a = link.id_a or state.id_a
         link.id_b = link.id_b or state.id_b
         link.email = state.email or link.email
-        changes = [c.as_dict() for c in item.plan.writes[side].changes]
         return self.events.new(link, side, "failed", link.status_reason, changes, email=state.email)
 
     def synced(self, item: Pending, link: ContactLink, now: dt.datetime) -> None:

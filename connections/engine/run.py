@@ -22,19 +22,20 @@ from typing import Any
 
 from django.utils import timezone
 
-from connectors.base import AuthError, ConfigError, Connector, ConnectorError
+from connectors.base import AuthError, ConfigError, Connector, ConnectorError, normalize_email
 
 from .. import actions, alerts
 from ..locking import Claim
 from ..models import Connection, SyncRun
 from .apply import apply_writes
 from .batch import Batch, Counters, Pair, Pending, link_state
-from .context import A, B
+from .context import A, B, other
 from .match import Matcher
 from .plan import plan_pair
 from .read import Reader
 from .record import Events, Recorder, backing_off
 from .setup import build_connectors, build_context
+from .state import LinkState, Outcome, PairPlan
 from .trash import TrashBin
 from .writer import DryRunWriter, LiveWriter, Writer
 
@@ -137,7 +138,13 @@ class SyncRunner:
                 self.counters[pair.source]["failed"] += 1
                 continue
             old = link_state(pair.link) if pair.link else None
-            pending.append(Pending(pair.link, plan_pair(pair.a, pair.b, old, self.ctx), old))
+            try:
+                plan = plan_pair(pair.a, pair.b, old, self.ctx)
+            except Exception as exc:  # one contact's values must not stop the run
+                log.exception("planning contact %s of %s failed", pair.contact.id, self.conn)
+                pending.append(unplannable(pair, old, exc))
+                continue
+            pending.append(Pending(pair.link, plan, old))
         return pending
 
     def finish(self, status: str, error: str) -> SyncRun:
@@ -177,6 +184,19 @@ class SyncRunner:
                 actions.mark_needs_reauth(self.conn, str(exc))
         else:
             actions.mark_error(self.conn, str(exc))
+
+
+def unplannable(pair: Pair, old: LinkState | None, exc: Exception) -> Pending:
+    """A pair whose planning failed: nothing is written, the contact is failing."""
+    state = old.copy() if old else LinkState()
+    for contact in (pair.a, pair.b):
+        if contact is not None and contact.id:
+            side = pair.source if contact is pair.contact else other(pair.source)
+            state.set_id(side, state.id(side) or contact.id)
+    if not state.email and isinstance(pair.contact.email, str):
+        state.email = normalize_email(pair.contact.email)
+    plan = PairPlan(state, outcome=Outcome.FAILED)
+    return Pending(pair.link, plan, old, error=f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 def run_connection(

@@ -3,24 +3,25 @@
 Builds the connectors, refreshes each account's field schema (the admin
 offers mappings from it), and turns the enabled mappings and rules into
 specs against the fields the apps have now. A mapping or action whose field
-is gone, or whose value no longer parses, is skipped with a warning on the
-run rather than failing it.
+is gone, whose types no longer fit, or whose value no longer parses, is
+skipped with a warning on the run rather than failing it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from connectors.base import Connector, Field
+from connectors.base import Connector, Field, FieldType
 
 from ..models import Account, Connection, FieldMapping, Rule
 from .context import A, B, Context, MappingSpec, Options, other
 from .rules import ActionSpec, ConditionSpec, RuleSpec
-from .types import effective_flows, parse_value
+from .types import compatibility, effective_flows, parse_value
 
 Fields = dict[str, dict[str, Field]]
 
@@ -99,6 +100,18 @@ def mapping_specs(conn: Connection, fields: Fields, warnings: list[str]) -> list
         a_to_b, b_to_a = effective_flows(fa, fb, m.direction, conn.direction)
         if a_to_b or b_to_a:
             mappings.append(MappingSpec(fa, fb, a_to_b, b_to_a))
+            continue
+        # made before validation, or a field's type changed in the app since
+        compat = compatibility(fa, fb)
+        wanted_a, wanted_b = effective_flows(
+            replace(fa, type=FieldType.TEXT, read_only=False, choices=()),
+            replace(fb, type=FieldType.TEXT, read_only=False, choices=()),
+            m.direction,
+            conn.direction,
+        )
+        if wanted_a or wanted_b:
+            why = compat.a_to_b.reason if wanted_a else compat.b_to_a.reason
+            warnings.append(f"mapping {m}: {why}; skipped")
     return mappings
 
 

@@ -11,19 +11,21 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from connectors.base import Connector, ContactWrite, WriteResult, normalize_email
 
 from ..locking import ClaimLost
 from ..models import Account, Connection, ContactLink, LinkStatus, WebhookEvent
+from . import storable
 
 if TYPE_CHECKING:
     from ..locking import Claim
     from .batch import Duplicate
     from .read import EmailChange
 
+EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
 LINK_FIELDS = (
     "id_a",
     "id_b",
@@ -102,11 +104,17 @@ class LiveWriter:
             setattr(conn, key, value)
 
     def follow_email_changes(self, conn: Connection, changes: Iterable[EmailChange]) -> None:
+        """Move each binding to its contact's new id, once per delivery: the
+        delivery is marked processed with what was done, so a replay or a
+        stale delivery changes nothing and never breaks a binding."""
         for change in changes:
-            id_field = f"id_{change.side}"
-            ContactLink.objects.filter(connection=conn, **{id_field: change.old_id}).exclude(
-                **{id_field: change.new_id}
-            ).update(**{id_field: change.new_id}, email=change.email)
+            note = follow_email_change(conn, change)
+            if change.event_id is not None:
+                WebhookEvent.objects.filter(pk=change.event_id).update(
+                    status=WebhookEvent.Status.PROCESSED,
+                    processed_at=timezone.now(),
+                    error=storable.text(note),
+                )
 
     def bind_duplicate(self, conn: Connection, dup: Duplicate) -> tuple[bool, ContactLink | None]:
         link = dup.link
@@ -117,9 +125,9 @@ class LiveWriter:
             link = ContactLink(connection=conn, **{id_field: dup.contact.id})
         if link.status == LinkStatus.DUPLICATE and link.status_reason == dup.reason:
             return False, link  # reported already
-        link.email = normalize_email(dup.contact.email)
+        link.email = storable.cut(normalize_email(dup.contact.email), EMAIL_MAX)
         link.status = LinkStatus.DUPLICATE
-        link.status_reason = dup.reason
+        link.status_reason = storable.text(dup.reason)
         link.save()
         return True, link
 
@@ -190,6 +198,46 @@ class DryRunWriter:
 
     def finish_sync(self, conn: Connection, user: Any, *, full: bool, now: dt.datetime) -> None:
         pass
+
+
+def follow_email_change(conn: Connection, change: EmailChange) -> str:
+    """Move the binding of ``change.old_id`` to ``change.new_id`` unless the new
+    member is gone or already bound to another contact; what happened, for
+    the delivery's row (and the binding's reason when it cannot move)."""
+    id_field = f"id_{change.side}"
+    app = conn.account(change.side).get_connector_display()
+    link = ContactLink.objects.filter(connection=conn, **{id_field: change.old_id}).first()
+    if link is None:
+        return f"No binding holds {change.old_id}: followed already, or never synced."
+    if not change.found:
+        return (
+            f"{app} has no contact {change.new_id} (a late or replayed delivery): "
+            f"the binding stays with {change.old_id}."
+        )
+    if change.new_id == change.old_id:
+        return f"The contact is at {change.old_id} again: the binding stays."
+    holder = (
+        ContactLink.objects.filter(connection=conn, **{id_field: change.new_id})
+        .exclude(pk=link.pk)
+        .first()
+    )
+    if holder is not None:
+        reason = (
+            f"{app} reports this contact's email changed to {change.email} ({change.new_id}), "
+            f"but that contact is already linked (to {holder}); both links are kept as they "
+            f"were. Merge the two contacts in {app}, then unlink one."
+        )
+        link.status, link.status_reason = LinkStatus.DUPLICATE, storable.text(reason)
+        link.save(update_fields=["status", "status_reason", "updated_at"])
+        return reason
+    try:
+        with transaction.atomic():
+            ContactLink.objects.filter(pk=link.pk).update(
+                **{id_field: change.new_id}, email=storable.cut(change.email, EMAIL_MAX)
+            )
+    except IntegrityError:  # bound meanwhile: the next run sees the holder
+        return f"{change.new_id} was bound meanwhile: the binding stays with {change.old_id}."
+    return f"The binding moved from {change.old_id} to {change.new_id}."
 
 
 def save_links(links: list[ContactLink], fields: tuple[str, ...]) -> None:
