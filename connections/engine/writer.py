@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from .batch import Duplicate
     from .read import EmailChange
 
+#: a deletion's pending trash tag (``trash``)
+TRASH_FIELDS = (
+    "trash_pending",
+    "trash_reason",
+    "trash_attempts",
+    "trash_retry_after",
+    "trash_confirmed",
+)
 LINK_FIELDS = (
     "id_a",
     "id_b",
@@ -33,6 +41,7 @@ LINK_FIELDS = (
     "status",
     "status_reason",
     "unsubscribed_on",
+    *TRASH_FIELDS,
     "failure_count",
     "retry_after",
     "version_a",
@@ -69,6 +78,14 @@ class Writer(Protocol):
     def save_links(self, created: list[ContactLink], changed: list[ContactLink]) -> None: ...
 
     def commit_cursor(self, conn: Connection, side: str, cursor: str | None) -> None: ...
+
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        """Where each link's trash tag stands (sent, held, refused)."""
+        ...
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
+        """Run the connection again at ``when`` (inbox deliveries not yet settled)."""
+        ...
 
     def mark_inbox_processed(self, account: Account, upto: int) -> None: ...
 
@@ -133,6 +150,14 @@ class LiveWriter:
         Connection.objects.filter(pk=conn.pk).update(**{f"cursor_{side}": cursor})
         setattr(conn, f"cursor_{side}", cursor)
 
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        save_links(links, (*TRASH_FIELDS, "updated_at"))
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
+        from .. import actions
+
+        actions.schedule_follow_up(conn, when)
+
     def mark_inbox_processed(self, account: Account, upto: int) -> None:
         WebhookEvent.objects.filter(
             account=account, pk__lte=upto, status=WebhookEvent.Status.RECEIVED
@@ -180,6 +205,12 @@ class DryRunWriter:
         pass
 
     def mark_inbox_processed(self, account: Account, upto: int) -> None:
+        pass
+
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        pass
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
         pass
 
     def finish_sync(self, conn: Connection, user: Any, *, full: bool, now: dt.datetime) -> None:
