@@ -206,7 +206,7 @@ def schedule_follow_up(connection: Connection, when: dt.datetime) -> None:
             Schedule.objects.create(
                 name=name,
                 func=RUN_SYNC,
-                args=repr((connection.pk, SyncRun.Trigger.WEBHOOK)),
+                args=repr((connection.pk, SyncRun.Trigger.WEBHOOK.value)),
                 schedule_type=Schedule.ONCE,
                 repeats=-1,
                 next_run=when,

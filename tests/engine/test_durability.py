@@ -7,18 +7,20 @@ present on both sides before the first sync."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils.module_loading import import_string
 from django_q.models import Schedule
 
 from connections import actions
 from connections.engine import read
 from connections.engine.run import run_connection
 from connections.engine.trash import pending_text
-from connections.models import ContactLink, LinkStatus, SyncEvent, SyncRun, WebhookEvent
+from connections.models import Connection, ContactLink, LinkStatus, SyncEvent, SyncRun, WebhookEvent
 from connectors import sandbox
 from connectors.base import TransientError, WriteResult
 
@@ -282,13 +284,16 @@ def test_a_burst_of_identified_visitors_is_synced_in_one_run_and_followed_up(app
     assert follow_ups.count() == 1
 
     # the follow-up, once they have settled: the cursor passes them all, no more follow-ups
-    follow_ups.delete()  # the scheduler removes a once-schedule when it fires
     WebhookEvent.objects.filter(account=drift.account).update(
         received_at=newest.received_at - dt.timedelta(minutes=1)
     )
-    sync(conn)
+    schedule = follow_ups.get()
+    follow_ups.delete()  # the scheduler removes a once-schedule when it fires
+    Connection.objects.filter(pk=conn.pk).update(state=Connection.State.ACTIVE)
+    assert import_string(schedule.func)(*ast.literal_eval(schedule.args)) is not None
     conn.refresh_from_db()
     assert conn.cursor_a == str(newest.pk)
+    assert conn.runs.latest("pk").trigger == SyncRun.Trigger.WEBHOOK
     assert not follow_ups.exists()
     assert len(google.contacts()) == 25
 
