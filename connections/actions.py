@@ -23,6 +23,7 @@ person "already paused" without reading the row again.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -30,7 +31,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from . import alerts, schedules
-from .models import Account, Connection
+from .models import Account, Connection, ContactLink, SyncRun
 
 State = Connection.State
 
@@ -252,6 +253,63 @@ def enqueue(
     return task_id
 
 
+FOLLOW_UP_PREFIX = "driftsync-follow-up-"
+
+
+def schedule_follow_up(connection: Connection, when: dt.datetime) -> None:
+    """One more run of the connection at ``when`` (webhook deliveries a run
+    read too early to pass its cursor over; see ``engine.read``).
+
+    One django-q2 schedule row per connection, run once and then removed by
+    the scheduler: a second request moves it to the later time rather than
+    adding a row, so follow-ups never pile up.
+    """
+    from django_q.models import Schedule
+
+    from .tasks import RUN_SYNC
+
+    name = f"{FOLLOW_UP_PREFIX}{connection.pk}"
+    with transaction.atomic():
+        row = Schedule.objects.select_for_update().filter(name=name).first()
+        if row is None:
+            Schedule.objects.create(
+                name=name,
+                func=RUN_SYNC,
+                args=repr((connection.pk, SyncRun.Trigger.WEBHOOK.value)),
+                schedule_type=Schedule.ONCE,
+                repeats=-1,
+                next_run=when,
+            )
+        elif row.next_run is None or row.next_run < when:
+            row.next_run = when
+            row.save(update_fields=["next_run"])
+
+
+def send_held_trash_tags(links: Iterable[ContactLink], *, user: Any) -> int:
+    """A person confirms the trash tags the mass-deletion guard (or a failing
+    app) held back: the next run sends them, past the guard, and one is
+    queued now. Returns how many tags were confirmed."""
+    ids = [link.pk for link in links if link.trash_pending]
+    if not ids:
+        return 0
+    with transaction.atomic():
+        rows = ContactLink.objects.filter(pk__in=ids).exclude(trash_pending="")
+        by_connection: dict[int, int] = {}
+        for conn_id in rows.values_list("connection_id", flat=True):
+            by_connection[conn_id] = by_connection.get(conn_id, 0) + 1
+        confirmed = rows.update(trash_confirmed=True, trash_retry_after=None)
+        for connection in Connection.objects.filter(pk__in=list(by_connection)):
+            n = by_connection[connection.pk]
+            enqueue(
+                connection,
+                trigger=SyncRun.Trigger.MANUAL,
+                user=user,
+                on_commit=True,
+            )
+            _log(user, connection, f"Confirmed {n} held trash tag(s); sync queued.")
+    return confirmed
+
+
 __all__ = [
     "NotReady",
     "account_recovered",
@@ -262,5 +320,7 @@ __all__ = [
     "pause",
     "request_full_sync",
     "resume",
+    "schedule_follow_up",
+    "send_held_trash_tags",
     "start",
 ]

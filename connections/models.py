@@ -574,6 +574,14 @@ class ContactLink(models.Model):
     retry_after = models.DateTimeField(null=True, blank=True)
     #: which side was unsubscribed / tagged for it
     unsubscribed_on = models.CharField(max_length=1, blank=True)
+    #: a deletion's trash tag that has not landed yet: the side that gets it
+    #: ("" when none is pending), why it has not landed, and its retries
+    trash_pending = models.CharField(max_length=1, blank=True, db_index=True)
+    trash_reason = models.TextField(blank=True)
+    trash_attempts = models.PositiveIntegerField(default=0)
+    trash_retry_after = models.DateTimeField(null=True, blank=True)
+    #: a person confirmed in the admin: send it even past the mass-deletion guard
+    trash_confirmed = models.BooleanField(default=False)
     first_synced_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

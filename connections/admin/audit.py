@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from connectors import registry
 
+from .. import actions
+from ..engine.trash import GUARD, pending_text
 from ..health import NO_REASON, NO_REASON_PARAM
 from ..models import Connection, ContactLink, LinkStatus, Side, SyncEvent, SyncRun, WebhookEvent
 from .common import (
@@ -301,6 +303,31 @@ class FailureReasonFilter(admin.SimpleListFilter):
         return queryset
 
 
+class TrashPendingFilter(admin.SimpleListFilter):
+    """Deletions whose trash tag has not landed yet, by why."""
+
+    title = "trash tag pending"
+    parameter_name = "trash"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("any", "Any pending"),
+            ("guard", "Held by the mass-deletion guard"),
+            ("refused", "Refused by the app"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ContactLink]) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        pending = queryset.exclude(trash_pending="")
+        if value == "guard":
+            return pending.filter(trash_reason__startswith=GUARD)
+        if value == "refused":
+            return pending.filter(trash_reason__contains=" refused (")
+        return pending
+
+
 @dataclass
 class TimelineRow:
     event: SyncEvent
@@ -319,9 +346,11 @@ class ContactLinkAdmin(AuditAdmin):
         "contact_ids",
         "status",
         "failure_count",
+        "trash_tag",
         "last_synced_at",
     ]
-    list_filter = ["status", "connection", FailureReasonFilter]
+    list_filter = ["status", "connection", FailureReasonFilter, TrashPendingFilter]
+    actions = ["send_held_trash_tags"]
     #: part of an email, an exact id, or a name (any value) as last synced
     search_fields = ["email", "=id_a", "=id_b", "base_a", "base_b"]
     search_help_text = "Part of an email address, an app's contact id, or a name."
@@ -335,6 +364,7 @@ class ContactLinkAdmin(AuditAdmin):
         "failure_count",
         "retry_after",
         "unsubscribed_on",
+        "trash_tag",
         "last_synced_values",
         "first_synced_at",
         "last_synced_at",
@@ -367,6 +397,26 @@ class ContactLinkAdmin(AuditAdmin):
             super()
             .get_queryset(request)
             .select_related("connection__account_a", "connection__account_b")
+        )
+
+    @admin.display(description="Trash tag")
+    def trash_tag(self, link: ContactLink) -> str:
+        return pending_text(link) or "—"
+
+    def has_send_trash_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("connections.change_contactlink")
+
+    @admin.action(description="Send the held trash tags", permissions=["send_trash"])
+    def send_held_trash_tags(self, request: HttpRequest, queryset: QuerySet[ContactLink]) -> None:
+        n = actions.send_held_trash_tags(queryset.exclude(trash_pending=""), user=request.user)
+        if not n:
+            self.message_user(request, "None of these contacts has a trash tag pending.")
+            return
+        self.message_user(
+            request,
+            f"{n} trash tag(s) confirmed: the next run sends them, past the mass-deletion "
+            "guard; a sync was queued.",
+            messages.SUCCESS,
         )
 
     @admin.display(description="Timeline (newest first)")

@@ -27,12 +27,32 @@ def conflict_winner(a: Contact, b: Contact, options: Options) -> tuple[str, str]
     if policy == "b_wins":
         return B, f"{options.name_b} wins (connection setting)"
     if policy == "most_recent":
-        oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
-        ta, tb = a.updated_at or oldest, b.updated_at or oldest
-        if tb > ta:
-            return B, f"most recent change, in {options.name_b}"
-        return A, f"most recent change, in {options.name_a}"
+        return most_recent(a, b, options)
     return A, f"{options.name_a} wins (connection setting)"
+
+
+def most_recent(a: Contact, b: Contact, options: Options) -> tuple[str, str]:
+    """The side changed last, by the apps' change times (Drift's is its
+    webhook's time). A side with no time at all loses to one with a time;
+    with no time on either side (or the same time), A wins."""
+    ta, tb = a.updated_at, b.updated_at
+    if ta is None and tb is None:
+        return A, f"neither app says when it changed; {options.name_a} wins"
+    if ta is None or (tb is not None and tb > ta):
+        return B, f"most recent change, in {options.name_b} ({_when(tb, ta, options.name_a)})"
+    return A, f"most recent change, in {options.name_a} ({_when(ta, tb, options.name_b)})"
+
+
+def _when(newer: dt.datetime | None, older: dt.datetime | None, other_app: str) -> str:
+    def utc(t: dt.datetime) -> str:
+        return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    at = utc(newer) if newer else "?"
+    if older is None:
+        return f"at {at}; {other_app} gives no change time"
+    if older == newer:
+        return f"at {at}, the same time as in {other_app}"
+    return f"at {at}, after {other_app}'s at {utc(older)}"
 
 
 def set_value(

@@ -42,6 +42,8 @@ class Reader:
         self.full = full
         self.fresh_full = fresh_full
         self.remote = Counterparts(connectors)
+        #: when the inbox deliveries this run read but could not pass have settled
+        self.unsettled_until: dt.datetime | None = None
 
     def listable(self, side: str) -> bool:
         return self.connectors[side].capabilities.list_changes
@@ -97,6 +99,12 @@ class Reader:
         PostgreSQL a delivery can commit after one with a higher id, and a
         cursor at the newest id would skip it. Rereading a recent delivery is
         harmless: the contact is fetched fresh and planned against the base.
+        The run reads the whole inbox, page by page; the cursor stops before
+        the first delivery that has not settled, and ``unsettled_until`` says
+        when they all have (the run then schedules a follow-up for then).
+
+        Drift keeps no modification time: a contact's change time is the
+        time its webhook arrived (used by the "most recent change" policy).
         """
         account = self.conn.account(side)
         try:
@@ -104,6 +112,7 @@ class Reader:
         except ValueError:
             last = 0
         settled_before = timezone.now() - INBOX_SETTLE
+        stalled = False  # an unsettled delivery was seen: the cursor stays before it
         while True:
             events = list(
                 WebhookEvent.objects.filter(account=account, pk__gt=last)
@@ -116,11 +125,18 @@ class Reader:
                 return
             last = events[-1]["pk"]
             settled = None
+            changed_at: dict[str, dt.datetime] = {}
             for event in events:
-                if event["received_at"] > settled_before:
-                    break
-                settled = event["pk"]
-            ids = list(dict.fromkeys(e["contact_id"] for e in events))
+                received = event["received_at"]
+                cid = event["contact_id"]
+                changed_at[cid] = max(received, changed_at.get(cid, received))
+                if received > settled_before:
+                    stalled = True
+                    until = received + INBOX_SETTLE + dt.timedelta(seconds=1)
+                    self.unsettled_until = max(until, self.unsettled_until or until)
+                elif not stalled:
+                    settled = event["pk"]
+            ids = list(changed_at)
             unsubscribed = {e["contact_id"] for e in events if e["kind"] == "unsubscribed"}
             found = self.connectors[side].get_contacts(ids)
             contacts = []
@@ -130,11 +146,11 @@ class Reader:
                     continue  # gone again before we read it
                 if cid in unsubscribed:
                     contact.unsubscribed = True
+                if contact.updated_at is None or contact.updated_at < changed_at[cid]:
+                    contact.updated_at = changed_at[cid]
                 contacts.append(contact)
             cursor = str(settled) if settled is not None else None
             yield Batch(side, contacts, self.remote, cursor=cursor, inbox_upto=last)
-            if settled != last:
-                return  # the rest is too recent to pass: the next run reads it again
 
     def retries(self, processed: set[int]) -> Iterator[Batch]:
         """Contacts an app refused earlier, once their backoff has passed.

@@ -111,10 +111,20 @@ class SyncRunner:
         )
         for batch in reader.batches():
             self.sync_batch(batch)
+        if reader.unsettled_until is not None:
+            # the inbox cursor stopped before deliveries too recent to pass:
+            # a run once they have settled moves it on
+            writer.follow_up(conn, reader.unsettled_until)
         for batch in reader.retries(self.processed):
             self.sync_batch(batch)
         warning = self.trash.finish(
-            conn, self.connectors, writer, events, self.counters, reads_complete=self.reads_complete
+            conn,
+            self.ctx,
+            self.connectors,
+            writer,
+            events,
+            self.counters,
+            reads_complete=self.reads_complete,
         )
         if warning:
             self.warnings.append(warning)

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from .read import EmailChange
 
 EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
+#: a deletion's pending trash tag (``trash``)
+TRASH_FIELDS = (
+    "trash_pending",
+    "trash_reason",
+    "trash_attempts",
+    "trash_retry_after",
+    "trash_confirmed",
+)
 LINK_FIELDS = (
     "id_a",
     "id_b",
@@ -36,6 +44,7 @@ LINK_FIELDS = (
     "status",
     "status_reason",
     "unsubscribed_on",
+    *TRASH_FIELDS,
     "failure_count",
     "retry_after",
     "version_a",
@@ -72,6 +81,14 @@ class Writer(Protocol):
     def save_links(self, created: list[ContactLink], changed: list[ContactLink]) -> None: ...
 
     def commit_cursor(self, conn: Connection, side: str, cursor: str | None) -> None: ...
+
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        """Where each link's trash tag stands (sent, held, refused)."""
+        ...
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
+        """Run the connection again at ``when`` (inbox deliveries not yet settled)."""
+        ...
 
     def mark_inbox_processed(self, account: Account, upto: int) -> None: ...
 
@@ -147,6 +164,14 @@ class LiveWriter:
             raise ClaimLost(f"connection {conn.pk}: another worker took over the run")
         setattr(conn, f"cursor_{side}", cursor)
 
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        save_links(links, (*TRASH_FIELDS, "updated_at"))
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
+        from .. import actions
+
+        actions.schedule_follow_up(conn, when)
+
     def mark_inbox_processed(self, account: Account, upto: int) -> None:
         WebhookEvent.objects.filter(
             account=account, pk__lte=upto, status=WebhookEvent.Status.RECEIVED
@@ -194,6 +219,12 @@ class DryRunWriter:
         pass
 
     def mark_inbox_processed(self, account: Account, upto: int) -> None:
+        pass
+
+    def save_trash_state(self, links: list[ContactLink]) -> None:
+        pass
+
+    def follow_up(self, conn: Connection, when: dt.datetime) -> None:
         pass
 
     def finish_sync(self, conn: Connection, user: Any, *, full: bool, now: dt.datetime) -> None:

@@ -74,7 +74,10 @@ def crash_on_second_page(monkeypatch, where: str, conns) -> None:
     def commit_cursor(self, conn, side, cursor):
         if calls["batch"] == 2 and where == "during commit":
             raise Crash("killed inside the commit of links, events and cursor")
-        return original_cursor(self, conn, side, cursor)
+        original_cursor(self, conn, side, cursor)
+        if calls["batch"] == 2 and where == "after the cursor":
+            # the cursor must roll back with the links and events
+            raise Crash("killed inside the commit, after the cursor was written")
 
     monkeypatch.setattr(LiveWriter, "commit_cursor", commit_cursor)
 
@@ -85,6 +88,7 @@ def crash_on_second_page(monkeypatch, where: str, conns) -> None:
         ("before write", PAGE),
         ("after write", PAGE),
         ("during commit", PAGE),
+        ("after the cursor", PAGE),
         ("next page", 2 * PAGE),
     ],
 )

@@ -1,7 +1,10 @@
 """Property: whatever people do on both sides, with 5xx, 429 and dropped
-connections thrown in, the sync converges — mapped fields equal on both
-sides, no duplicate emails, no lost edit, no writes once quiet (no echo), and
-no trash tag on a contact that was not deleted.
+connections thrown in, deletions held by the mass-deletion guard and trash
+tags the app refuses, the sync converges — mapped fields equal on both
+sides, no duplicate emails, no lost edit, no writes once quiet (no echo), no
+trash tag on a contact that was not deleted, and no lost trash tag: once the
+limit is raised and the backoff has passed, every deletion's counterpart
+carries it.
 
 Runs derandomized in CI (the same examples every time, so a red build is
 reproducible); set HYPOTHESIS_PROFILE=explore to search further.
@@ -11,15 +14,19 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from contextlib import ExitStack
+from unittest import mock
 
 import pytest
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connections.engine.run import run_connection
-from connections.models import Account, Connection, SyncRun
+from connections.engine.writer import LiveWriter
+from connections.models import Account, Connection, ContactLink, SyncRun
 from connectors import sandbox
-from connectors.base import normalize_email
+from connectors.base import TransientError, WriteResult, normalize_email
 from connectors.http import HttpClient
 
 from .world import App, connect
@@ -82,6 +89,10 @@ faults = st.tuples(
     st.sampled_from([0.0, 0.15, 0.3]),
     st.sampled_from([503, 429, 500]),
     st.sampled_from([0.0, 0.05]),
+    # the mass-deletion guard's limit this round (0: any two deletions are held)
+    st.sampled_from([0.2, 0.0]),
+    # the apps refuse every trash tag this round
+    st.booleans(),
 )
 #: rounds of things people do, each followed by a sync run under some faults
 rounds = st.lists(
@@ -111,6 +122,7 @@ class Model:
         self.ids: dict[str, dict[str, str]] = {side: {} for side in SIDES}
         self.expected: dict[str, dict[str, str | None]] = {}
         self.dead: set[str] = set()
+        self.deleted_on: dict[str, str] = {}
         self.pending: dict[tuple[str, str], str] = {}
         self.unsubscribed: set[str] = set()
 
@@ -150,6 +162,7 @@ class Model:
             if self.live(email) and cid is not None and email in self.ids[other]:
                 self.apps[side].delete(cid)
                 self.dead.add(email)
+                self.deleted_on[email] = side
                 del self.ids[side][email]
         elif kind == "unsubscribe":
             cid = self.ids["mailchimp"].get(op[2])
@@ -167,6 +180,23 @@ class Model:
 def run(conn: Connection) -> SyncRun:
     conn.refresh_from_db()
     return run_connection(conn)
+
+
+def refusing_trash_tags(writer, connector, writes):
+    """The app answers 503 to every trash tag (other writes go through)."""
+    tags = [w for w in writes if TRASH in w.add_tags]
+    rest = [w for w in writes if TRASH not in w.add_tags]
+    results = connector.write_contacts(rest) if rest else []
+    refused = TransientError("Service Unavailable", status=503)
+    return results + [WriteResult(w.ref, error=refused) for w in tags]
+
+
+def faulty_round(guard: float, refuse_tags: bool) -> ExitStack:
+    stack = ExitStack()
+    stack.enter_context(override_settings(DRIFTSYNC_MAX_TRASH_SHARE=guard))
+    if refuse_tags:
+        stack.enter_context(mock.patch.object(LiveWriter, "write_contacts", refusing_trash_tags))
+    return stack
 
 
 def set_faults(apps: dict[str, App], error_rate: float, status: int, drop: float) -> None:
@@ -196,23 +226,28 @@ def test_both_sides_converge_whatever_people_do(server, fast_retries, program):
     model.pending.clear()
     model.learn_ids()
 
-    for actions, (error_rate, status, drop) in program:
+    for actions, (error_rate, status, drop, guard, refuse_tags) in program:
         for op in actions:
             model.apply(op)
         set_faults(apps, error_rate, status, drop)
-        result = run(conn)
+        with faulty_round(guard, refuse_tags):
+            result = run(conn)
         set_faults(apps, 0.0, 503, 0.0)
         if result.status != SyncRun.Status.FAILED and not result.total("failed"):
             model.pending.clear()
         model.learn_ids()
 
-    # quiet down: no faults, run until a run writes nothing
+    # quiet down: no faults; the person raised the guard's limit, and the
+    # backoff of refused tags has passed; run until a run writes nothing
     for _ in range(4):
-        result = run(conn)
+        ContactLink.objects.exclude(trash_pending="").update(trash_retry_after=None)
+        with override_settings(DRIFTSYNC_MAX_TRASH_SHARE=1.0):
+            result = run(conn)
         assert result.status != SyncRun.Status.FAILED, result.error
         if result.total("created") + result.total("updated") + result.total("tagged") == 0:
             break
-    quiet = run(conn)
+    with override_settings(DRIFTSYNC_MAX_TRASH_SHARE=1.0):
+        quiet = run(conn)
     writes = sum(quiet.total(k) for k in ("created", "updated", "tagged", "trashed"))
     assert writes == 0, f"a quiet run still wrote: {quiet.counters}"
 
@@ -238,5 +273,12 @@ def test_both_sides_converge_whatever_people_do(server, fast_retries, program):
         for email, found in by_email[side].items():
             if TRASH in found[0].tags:
                 assert email in model.dead, f"{email} trashed in {side} but never deleted"
+    # no lost trash tag: every deletion's counterpart carries it
+    pending = ContactLink.objects.filter(connection=conn).exclude(trash_pending="")
+    assert not pending.exists(), [(x.email, x.trash_reason) for x in pending]
+    for email, side in model.deleted_on.items():
+        other = SIDES[1 - SIDES.index(side)]
+        for c in by_email[other].get(email, []):
+            assert TRASH in c.tags, f"{email} deleted in {side}; its {other} contact has no tag"
     for email in model.unsubscribed - model.dead:
         assert UNSUB in by_email["google"][email][0].tags
