@@ -200,9 +200,10 @@ class GoogleSandbox(SandboxApp):
     owner_email = "sandbox.user@example.com"
     owner_name = "Sandbox User"
 
-    def __init__(self, *, static_tokens: tuple[str, ...] = ()) -> None:
-        super().__init__(static_tokens=static_tokens)
-        self.config: GoogleSandboxConfig = GoogleSandboxConfig()
+    # the real window and Google's own behaviour, from the start and after
+    # ``/_sandbox/config/defaults`` alike
+    config_class = GoogleSandboxConfig
+    config: GoogleSandboxConfig
 
     # -- state -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from connectors.base import ContactWrite, Credentials
 from connectors.google.connector import GoogleConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from tests.sandbox_limits import realistic
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def server() -> Iterator[SandboxServer]:
 def root(server: SandboxServer) -> Iterator[str]:
     url = server.url("google")
     requests.post(f"{url}/_sandbox/reset", timeout=5)
-    defaults = requests.get(f"{url}/_sandbox/config", timeout=5).json()
+    realistic(url, "google")
     yield url
-    requests.post(f"{url}/_sandbox/config", json=defaults, timeout=5)
+    realistic(url, "google")
 
 
 def connect(server: SandboxServer, root: str) -> GoogleConnector:
@@ -341,10 +342,15 @@ def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed(
         sync(conn)
         new = g.ctl("POST", f"/contacts/{old}/link-profile", {})["id"]
         g.edit(new, last_name="Ngo")
-        sync(conn)
+        # a dry run shows the edit going through and moves nothing
+        dry = sync(conn, dry_run=True)
         links = ContactLink.objects.filter(connection=conn, email="jo@example.com")
-        # today the renamed contact gets a second link, marked a duplicate
-        assert [(link.id_a, link.status) for link in links] == [(new, LinkStatus.IN_SYNC)]
+        assert [link.id_a for link in links.all()] == [old]
+        assert dry.status == dry.Status.SUCCEEDED
+        assert m.one("jo@example.com").fields["LNAME"] == "Ng"
+        sync(conn)
+        # one binding, moved to the new resource name; no duplicate
+        assert [(link.id_a, link.status) for link in links.all()] == [(new, LinkStatus.IN_SYNC)]
         assert m.one("jo@example.com").fields["LNAME"] == "Ngo"
     finally:
         full.stop()
