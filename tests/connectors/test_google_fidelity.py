@@ -318,14 +318,7 @@ def test_a_contact_whose_resource_name_changed_reports_its_previous_id(
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=False,
-    reason="connections/engine does not yet rebind a link from Contact.previous_ids "
-    "(the patch is in the issue 12 report)",
-)
-def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed(
-    server: SandboxServer,
-) -> None:
+def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed() -> None:
     from connections.models import ContactLink, LinkStatus
     from connectors import sandbox
     from tests.engine.world import App, sync
@@ -366,3 +359,17 @@ def test_the_stale_window_and_search_lag_are_sandbox_settings(root: str) -> None
     ).json()
     assert (changed["stale_read_window"], changed["search_lag"]) == (0, 0)
     time.sleep(0)  # nothing to wait for: the settings apply to the next request
+
+
+def test_a_new_google_sandbox_and_its_defaults_keep_the_real_window_and_google_behaviour() -> None:
+    fresh = serve(keys=("google",))
+    try:
+        url = fresh.url("google")
+        started = requests.get(f"{url}/_sandbox/config", timeout=5).json()
+        assert (started["rate_limit"], started["rate_window"]) == (90, 60.0)
+        assert started["retry_after"] is False
+        restored = requests.post(f"{url}/_sandbox/config/defaults", json={}, timeout=5).json()
+        assert restored == started
+        assert restored["stale_read_window"] > 0 and restored["search_lag"] > 0
+    finally:
+        fresh.stop()
