@@ -655,3 +655,6 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.event_type or 'event'} #{self.pk}"
+
+
+from .pacing_store import PaceBucket  # noqa: E402, F401  (pacing shared by an account's workers)

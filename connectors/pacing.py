@@ -12,8 +12,9 @@ connection limit is held with a counting semaphore.
   ``limit`` requests in any rolling window. Tokens are leased
   from a shared store in chunks, so the hot path touches the store once per
   chunk (about a tenth of the limit), not once per request. The default store
-  is per process; ``connections`` registers a database store at start-up so
-  every worker of an account shares one bucket.
+  is per process; ``connections`` registers a shared one at start-up
+  (``connections/pacing_store.py``: the database, or Redis when ``REDIS_URL``
+  is set) so every worker of an account, on any machine, shares one bucket.
 - Concurrency (Mailchimp: 10 simultaneous connections per user): a
   per-process semaphore plus one ``flock`` per slot file, so threads and
   processes of one machine together hold at most ``concurrency`` requests.
@@ -132,6 +133,9 @@ def limits_for(app: str) -> RateLimits | None:
 
 
 class PaceStore(Protocol):
+    """Where buckets live; implemented here (per process) and by ``connections``
+    (database, Redis), which ``use_shared_store`` installs."""
+
     def take(self, key: str, want: int, capacity: float, rate: float) -> tuple[int, float]:
         """Take up to ``want`` tokens: (granted, seconds until one is free)."""
 
