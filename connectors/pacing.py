@@ -1,7 +1,7 @@
 """Client-side pacing: stay under each app's rate limits, per account.
 
 The apps answer 429 *without* ``Retry-After`` (Google, HubSpot, Mailchimp;
-sources in docs/api-fidelity-ratelimits.md), so a client that only reacts
+sources in docs/api-fidelity.md), so a client that only reacts
 to 429s burns its retries. Instead every request of an account takes a token
 from a bucket sized to the app's documented window, and Mailchimp's
 connection limit is held with a counting semaphore.
@@ -62,7 +62,7 @@ class RateLimits:
         return min(self.retry_cap, self.retry_first * (2 ** (attempt - 1)))
 
 
-#: documented limits (see docs/api-fidelity-ratelimits.md for each source)
+#: documented limits (see docs/api-fidelity.md for each source)
 APP_LIMITS: dict[str, RateLimits] = {
     # "Read requests per minute per user" (90 reported by public clients,
     # e.g. MrCaspan/GAS-Gmail-Signature-Templator#1; 180 in onmyway133/notes#517):

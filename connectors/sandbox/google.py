@@ -194,7 +194,7 @@ class GoogleSandbox(SandboxApp):
     name = "google"
     # "Read requests per minute per user": 90 as public clients report it
     # (MrCaspan/GAS-Gmail-Signature-Templator#1); 429 RESOURCE_EXHAUSTED,
-    # reason RATE_LIMIT_EXCEEDED, no Retry-After (docs/api-fidelity-ratelimits.md)
+    # reason RATE_LIMIT_EXCEEDED, no Retry-After (docs/api-fidelity.md)
     config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 90, "rate_window": 60.0}
     #: the account the tokens belong to (``people/me``)
     owner_email = "sandbox.user@example.com"

@@ -1,6 +1,6 @@
 """Drift as it behaves today, pinned against the sandbox's realistic defaults.
 
-Sources (also in docs/api-fidelity-drift-hubspot.md):
+Sources (also in docs/api-fidelity.md):
 - https://devdocs.drift.com/docs/contact-model: contact tags were replaced by
   attributes, "you will no longer be able to apply those tags to a contact's
   profile"; custom attributes are "a key and a non-null value".

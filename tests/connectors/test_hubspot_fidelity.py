@@ -1,6 +1,6 @@
 """HubSpot as it behaves today, pinned against the sandbox's realistic defaults.
 
-Sources (also in docs/api-fidelity-drift-hubspot.md):
+Sources (also in docs/api-fidelity.md):
 - 409 "Contact already exists. Existing ID: n" on create: HubSpot/hubspot-api-nodejs#545,
   HubSpot/hubspot-api-python#51.
 - 400 VALIDATION_ERROR "Cannot set PropertyValueCoordinates{... propertyName=email,
