@@ -9,4 +9,7 @@ class ConnectionsConfig(AppConfig):
     def ready(self) -> None:
         import driftsync.checks  # noqa: F401  (registers the project's system checks)
 
-        from . import signals  # noqa: F401
+        from . import pacing_store, signals  # noqa: F401
+
+        # every worker of an account paces against one bucket (database or Redis)
+        pacing_store.install()

@@ -769,3 +769,6 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connection}: {self.get_kind_display()}"
+
+
+from .pacing_store import PaceBucket  # noqa: E402, F401  (pacing shared by an account's workers)

@@ -320,7 +320,7 @@ class HttpClient:
     ) -> tuple[float, float]:
         """How long to wait after a 429, and the most one call may wait in all.
 
-        The apps send no ``Retry-After`` (docs/api-fidelity-ratelimits.md):
+        The apps send no ``Retry-After`` (docs/api-fidelity.md):
         wait out the app's own window (HubSpot 10 s, Google up to a minute
         with backoff, Mailchimp a short backoff), drain the account's shared
         bucket so its other workers pause too. HubSpot's daily limit cannot

@@ -1,7 +1,7 @@
 """Client-side pacing: stay under each app's rate limits, per account.
 
 The apps answer 429 *without* ``Retry-After`` (Google, HubSpot, Mailchimp;
-sources in docs/api-fidelity-ratelimits.md), so a client that only reacts
+sources in docs/api-fidelity.md), so a client that only reacts
 to 429s burns its retries. Instead every request of an account takes a token
 from a bucket sized to the app's documented window, and Mailchimp's
 connection limit is held with a counting semaphore.
@@ -12,8 +12,9 @@ connection limit is held with a counting semaphore.
   ``limit`` requests in any rolling window. Tokens are leased
   from a shared store in chunks, so the hot path touches the store once per
   chunk (about a tenth of the limit), not once per request. The default store
-  is per process; ``connections`` registers a database store at start-up so
-  every worker of an account shares one bucket.
+  is per process; ``connections`` registers a shared one at start-up
+  (``connections/pacing_store.py``: the database, or Redis when ``REDIS_URL``
+  is set) so every worker of an account, on any machine, shares one bucket.
 - Concurrency (Mailchimp: 10 simultaneous connections per user): a
   per-process semaphore plus one ``flock`` per slot file, so threads and
   processes of one machine together hold at most ``concurrency`` requests.
@@ -61,7 +62,7 @@ class RateLimits:
         return min(self.retry_cap, self.retry_first * (2 ** (attempt - 1)))
 
 
-#: documented limits (see docs/api-fidelity-ratelimits.md for each source)
+#: documented limits (see docs/api-fidelity.md for each source)
 APP_LIMITS: dict[str, RateLimits] = {
     # "Read requests per minute per user" (90 reported by public clients,
     # e.g. MrCaspan/GAS-Gmail-Signature-Templator#1; 180 in onmyway133/notes#517):
@@ -132,6 +133,9 @@ def limits_for(app: str) -> RateLimits | None:
 
 
 class PaceStore(Protocol):
+    """Where buckets live; implemented here (per process) and by ``connections``
+    (database, Redis), which ``use_shared_store`` installs."""
+
     def take(self, key: str, want: int, capacity: float, rate: float) -> tuple[int, float]:
         """Take up to ``want`` tokens: (granted, seconds until one is free)."""
 

@@ -3,7 +3,8 @@ efficiency, incremental cost and memory of the engine against the sandboxes.
 
 One call of :func:`run_benchmark` does, in one process:
 
-1. starts its own sandboxes on loopback (rate limits and faults off), seeds
+1. starts its own sandboxes on loopback (rate limits and faults off; the report
+   says so: "sandbox rate limits: off"), seeds
    ``N`` contacts per side through the control API's bulk route, a share of
    them with the same email on both sides (and some of those with a field
    that differs, so the first sync has updates to make as well as creates);
@@ -53,7 +54,7 @@ from connectors import registry, sandbox
 from .floor import Recorder, latency_floor, read_floor, replay, write_floor, writes_of
 from .report import render, targets
 from .runs import current_rss_mb, describe, peak_rss_mb, timed_run
-from .world import SIDES, World
+from .world import LIMITS_NOTE, LIMITS_ON_NOTE, SIDES, World
 
 PAIRS = ("google-mailchimp", "drift-hubspot", "hubspot-google", "google-hubspot")
 
@@ -127,6 +128,7 @@ def run_benchmark(
         "differ": differ,
         "latency_ms": latency_ms,
         "rss_mb_at_start": current_rss_mb(),
+        "sandbox_limits": LIMITS_ON_NOTE if latency_ms > 0 else LIMITS_NOTE,
     }
     worlds: list[World] = []
     tmpdir = tempfile.mkdtemp(prefix="driftsync-bench-")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .world import SIDES
+from .world import LIMITS_NOTE, SIDES
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +54,7 @@ def render(report: dict[str, Any]) -> str:
         f"{report['changes']} changes"
         + (f", {report['latency_ms']:g} ms latency" if report.get("latency_ms") else "")
     )
+    add(f"sandbox rate limits: {report.get('sandbox_limits', LIMITS_NOTE)}")
     add("")
     rows: list[tuple[str, str]] = [
         ("seeding", f"{report['seed_s']} s"),

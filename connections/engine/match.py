@@ -7,12 +7,18 @@ side, or waiting for this side), then by searching the other side. Where one
 side holds several contacts with the same email, the oldest is bound and
 the others are reported as duplicates. A contact that came back with the
 values last synced (an echo of our own write) is not matched at all.
+
+A contact whose id changed (Google gives a contact linked to a profile a new
+resource name and lists the old one in ``Contact.previous_ids``) keeps its
+binding: the binding moves from the old id to the new one, through the
+writer, so a dry run moves nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from connectors.base import Contact, normalize_email
 
@@ -24,6 +30,9 @@ from .state import is_echo
 
 EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
 
+if TYPE_CHECKING:
+    from .writer import Writer
+
 OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
@@ -32,8 +41,17 @@ def age(contact: Contact) -> tuple[dt.datetime, str]:
 
 
 class Matcher:
-    def __init__(self, conn_id: int, ctx: Context, counters: Counters, processed: set[int]) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        ctx: Context,
+        counters: Counters,
+        processed: set[int],
+        writer: Writer | None = None,
+    ) -> None:
         self.conn_id = conn_id
+        #: moves the binding of a contact whose id changed (None: in memory only)
+        self.writer = writer
         self.ctx = ctx
         self.counters = counters
         #: link pks handled in this run: their echo later in the run is no news
@@ -50,6 +68,7 @@ class Matcher:
                 connection_id=self.conn_id, **{f"{id_field}__in": ids}
             )
         }
+        self.rebind(batch, links)
         need_counterpart: dict[str, list[Contact]] = {}
         unlinked: list[Contact] = []
         for contact in batch.contacts:
@@ -86,6 +105,34 @@ class Matcher:
                 out.pairs.append(Pair(links[contact.id], source, contact, peer))
         self.match_by_email(batch, unlinked, links, out)
         return out
+
+    def rebind(self, batch: Batch, links: dict[str, ContactLink]) -> None:
+        """Contacts whose new id is unbound and whose previous id is bound
+        take over that binding (``links`` is updated: the new id finds it,
+        the old one, if it comes back deleted, finds nothing)."""
+        source = batch.source
+        id_field = f"id_{source}"
+        renamed: dict[str, Contact] = {}
+        for contact in batch.contacts:
+            if contact.deleted or contact.id in links:
+                continue
+            for previous in contact.previous_ids:
+                if previous and previous != contact.id:
+                    renamed.setdefault(previous, contact)
+        if not renamed:
+            return
+        for link in ContactLink.objects.filter(
+            connection_id=self.conn_id, **{f"{id_field}__in": list(renamed)}
+        ).order_by("pk"):
+            old_id = getattr(link, id_field)
+            contact = renamed[old_id]
+            if contact.id in links:
+                continue  # two previous ids bound: the oldest binding is kept
+            if self.writer is not None:
+                self.writer.rebind(link, source, contact.id)
+            setattr(link, id_field, contact.id)
+            links.pop(old_id, None)
+            links[contact.id] = link
 
     def match_by_email(
         self,

@@ -104,7 +104,7 @@ class SyncRunner:
         if self.fresh_full:
             writer.start_full_sync(conn, [s for s in (A, B) if reader.listable(s)])
         writer.follow_email_changes(conn, reader.email_changes())
-        self.matcher = Matcher(conn.pk, self.ctx, self.counters, self.processed)
+        self.matcher = Matcher(conn.pk, self.ctx, self.counters, self.processed, writer)
         events = Events(self.run)
         self.recorder = Recorder(
             conn, self.ctx, writer, events, self.counters, self.processed, full=self.full

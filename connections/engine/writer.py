@@ -70,6 +70,10 @@ class Writer(Protocol):
 
     def follow_email_changes(self, conn: Connection, changes: Iterable[EmailChange]) -> None: ...
 
+    def rebind(self, link: ContactLink, side: str, new_id: str) -> None:
+        """Move ``link`` on ``side`` to the contact's new id (its old id changed)."""
+        ...
+
     def fence(self) -> None:
         """Inside a commit: refuse it when this run no longer holds its claim."""
         ...
@@ -132,6 +136,12 @@ class LiveWriter:
                     processed_at=timezone.now(),
                     error=storable.text(note),
                 )
+
+    def rebind(self, link: ContactLink, side: str, new_id: str) -> None:
+        id_field = f"id_{side}"
+        ContactLink.objects.filter(pk=link.pk, **{id_field: getattr(link, id_field)}).update(
+            **{id_field: new_id}, updated_at=timezone.now()
+        )
 
     def bind_duplicate(self, conn: Connection, dup: Duplicate) -> tuple[bool, ContactLink | None]:
         link = dup.link
@@ -208,6 +218,9 @@ class DryRunWriter:
 
     def follow_email_changes(self, conn: Connection, changes: Iterable[EmailChange]) -> None:
         pass  # not even read: the changes are left for the live run
+
+    def rebind(self, link: ContactLink, side: str, new_id: str) -> None:
+        pass  # the run goes on as if moved; the binding stays for the live run
 
     def bind_duplicate(self, conn: Connection, dup: Duplicate) -> tuple[bool, ContactLink | None]:
         return True, None

@@ -482,7 +482,7 @@ class MailchimpConnector(Connector):
         self._ensure_schema()
         state = _load_cursor(cursor)
         # A tag change does not move last_changed and no webhook announces it
-        # (docs/api-fidelity-ratelimits.md): every ``tag_rescan_seconds`` the
+        # (docs/api-fidelity.md): every ``tag_rescan_seconds`` the
         # incremental read is a full one, which brings tag edits in.
         tags_due = (
             state is not None

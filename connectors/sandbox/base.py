@@ -130,7 +130,7 @@ class SandboxConfig:
     rate_limit: int = 0
     rate_window: float = 10.0
     #: send ``Retry-After`` with a 429: the real apps do not (Google, HubSpot,
-    #: Mailchimp; docs/api-fidelity-ratelimits.md), so off by default
+    #: Mailchimp; docs/api-fidelity.md), so off by default
     retry_after: bool = False
     #: requests in flight at once (0 = unlimited) → 429 past it (Mailchimp: 10)
     concurrency_limit: int = 0

@@ -16,10 +16,9 @@ import requests
 
 from .base import SandboxServer
 
-#: the settings a sandbox starts with (``SandboxConfig``'s defaults)
+#: the faults a sandbox starts without (``SandboxConfig``'s defaults); its
+#: limits are the real app's, which :meth:`SandboxControl.defaults` restores
 DEFAULT_CONFIG: dict[str, Any] = {
-    "rate_limit": 0,
-    "rate_window": 10.0,
     "error_rate": 0.0,
     "error_status": 503,
     "drop_rate": 0.0,
@@ -100,13 +99,20 @@ class SandboxControl:
 
     def reset(self, *, config: bool = False) -> None:
         """Forget every contact, the request counts and the outbox (tokens
-        stay); with ``config`` also put limits and faults back to defaults."""
+        stay); with ``config`` also put limits and faults back to the app's
+        defaults (:meth:`defaults`)."""
         self.call("POST", "/reset")
         if config:
-            self.configure(**DEFAULT_CONFIG)
+            self.defaults()
 
     def config(self) -> dict[str, Any]:
         return self.call("GET", "/config")
+
+    def defaults(self, **settings: Any) -> dict[str, Any]:
+        """Back to the real app's limits (its rolling window, 429 without
+        ``Retry-After``) and no faults, then ``settings`` (e.g. a shorter
+        window of the same shape); the whole config back."""
+        return self.call("POST", "/config/defaults", settings)
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Set limits and faults (``SandboxConfig`` fields); the whole config back."""

@@ -194,15 +194,16 @@ class GoogleSandbox(SandboxApp):
     name = "google"
     # "Read requests per minute per user": 90 as public clients report it
     # (MrCaspan/GAS-Gmail-Signature-Templator#1); 429 RESOURCE_EXHAUSTED,
-    # reason RATE_LIMIT_EXCEEDED, no Retry-After (docs/api-fidelity-ratelimits.md)
+    # reason RATE_LIMIT_EXCEEDED, no Retry-After (docs/api-fidelity.md)
     config_defaults: ClassVar[dict[str, Any]] = {"rate_limit": 90, "rate_window": 60.0}
     #: the account the tokens belong to (``people/me``)
     owner_email = "sandbox.user@example.com"
     owner_name = "Sandbox User"
 
-    def __init__(self, *, static_tokens: tuple[str, ...] = ()) -> None:
-        super().__init__(static_tokens=static_tokens)
-        self.config: GoogleSandboxConfig = GoogleSandboxConfig()
+    # the real window and Google's own behaviour, from the start and after
+    # ``/_sandbox/config/defaults`` alike
+    config_class = GoogleSandboxConfig
+    config: GoogleSandboxConfig
 
     # -- state -------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from connectors import registry
 from connectors.base import Connector, Credentials
 from connectors.http import HttpClient
 from connectors.sandbox import SANDBOXES, SandboxServer, api_base_url, facts, serve
-from connectors.sandbox.control import DEFAULT_CONFIG, SandboxControl
+from connectors.sandbox.control import SandboxControl
+from tests.sandbox_limits import realistic
 
 
 def http_client(connector: Connector) -> HttpClient:
@@ -55,7 +56,8 @@ def make_connector(sandbox_server: SandboxServer) -> Iterator[MakeConnector]:
     def make(key: str, *, fresh_sandbox: bool = True, **settings: Any) -> Connector:
         sandbox = SandboxControl.of(sandbox_server, key)
         if fresh_sandbox:
-            sandbox.reset(config=True)
+            sandbox.reset()
+            realistic(sandbox)
         touched.add(key)
         token = sandbox.new_token()
         expires_in = float(token.get("expires_in") or 0)
@@ -75,5 +77,5 @@ def make_connector(sandbox_server: SandboxServer) -> Iterator[MakeConnector]:
         return connector
 
     yield make
-    for key in touched:  # leave no rate limit or fault behind for the next test
-        SandboxControl.of(sandbox_server, key).configure(**DEFAULT_CONFIG)
+    for key in touched:  # the real limits (test windows) and no fault for the next test
+        realistic(SandboxControl.of(sandbox_server, key))

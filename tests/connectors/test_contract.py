@@ -514,7 +514,7 @@ def test_custom_fields_are_written_and_read_back(
 def test_rate_limited_calls_wait_and_succeed(connector: Connector, sandbox: SandboxControl) -> None:
     [contact_id] = sandbox.bulk(people(1))
     connector.fields()  # the schema read is not what this test limits
-    sandbox.configure(rate_limit=1, rate_window=2.0)
+    sandbox.defaults(rate_limit=1, rate_window=2.0)  # a fresh window of one request
     for _ in range(4):
         assert contact_id in connector.get_contacts([contact_id])
     assert sandbox.stats().get("429", 0) >= 1, "the sandbox did answer 429"

@@ -29,6 +29,7 @@ from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
 from connectors.sandbox.control import SandboxControl
 from connectors.webhooks import Delivery
+from tests.sandbox_limits import realistic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 PASTED_TOKEN = "drift-installed-app-token"
@@ -53,11 +54,7 @@ def server() -> Iterator[SandboxServer]:
 def sandbox(server: SandboxServer) -> Control:
     control = Control(server)
     control.call("POST", "/reset")
-    control.call(
-        "POST",
-        "/config",
-        {"rate_limit": 0, "rate_window": 10.0, "error_rate": 0.0, "token_ttl": 3600.0},
-    )
+    realistic(control, "drift")
     return control
 
 

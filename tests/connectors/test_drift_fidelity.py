@@ -1,6 +1,6 @@
 """Drift as it behaves today, pinned against the sandbox's realistic defaults.
 
-Sources (also in docs/api-fidelity-drift-hubspot.md):
+Sources (also in docs/api-fidelity.md):
 - https://devdocs.drift.com/docs/contact-model: contact tags were replaced by
   attributes, "you will no longer be able to apply those tags to a contact's
   profile"; custom attributes are "a key and a non-null value".
@@ -21,6 +21,7 @@ from connectors.base import ConfigError, ContactWrite, Credentials
 from connectors.drift.connector import DriftConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from tests.sandbox_limits import realistic
 
 
 class Control:
@@ -48,7 +49,7 @@ def server() -> Iterator[SandboxServer]:
 def sandbox(server: SandboxServer) -> Control:
     control = Control(server)
     control.call("POST", "/reset")
-    control.call("POST", "/config", {"rate_limit": 0, "error_rate": 0.0, "token_ttl": 3600.0})
+    realistic(control, "drift")
     return control
 
 

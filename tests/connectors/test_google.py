@@ -23,6 +23,7 @@ from connectors.base import (
 from connectors.google.connector import GoogleConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from tests.sandbox_limits import realistic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "google"
 
@@ -38,12 +39,9 @@ def server() -> Iterator[SandboxServer]:
 def root(server: SandboxServer) -> Iterator[str]:
     url = server.url("google")
     requests.post(f"{url}/_sandbox/reset", timeout=5)
+    realistic(url, "google")
     yield url
-    requests.post(
-        f"{url}/_sandbox/config",
-        json={"rate_limit": 0, "error_rate": 0.0, "rate_window": 10.0},
-        timeout=5,
-    )
+    realistic(url, "google")
 
 
 def connect(

@@ -16,6 +16,7 @@ from connectors.base import ContactWrite, Credentials
 from connectors.google.connector import GoogleConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from tests.sandbox_limits import realistic
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def server() -> Iterator[SandboxServer]:
 def root(server: SandboxServer) -> Iterator[str]:
     url = server.url("google")
     requests.post(f"{url}/_sandbox/reset", timeout=5)
-    defaults = requests.get(f"{url}/_sandbox/config", timeout=5).json()
+    realistic(url, "google")
     yield url
-    requests.post(f"{url}/_sandbox/config", json=defaults, timeout=5)
+    realistic(url, "google")
 
 
 def connect(server: SandboxServer, root: str) -> GoogleConnector:
@@ -317,14 +318,7 @@ def test_a_contact_whose_resource_name_changed_reports_its_previous_id(
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=False,
-    reason="connections/engine does not yet rebind a link from Contact.previous_ids "
-    "(the patch is in the issue 12 report)",
-)
-def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed(
-    server: SandboxServer,
-) -> None:
+def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed() -> None:
     from connections.models import ContactLink, LinkStatus
     from connectors import sandbox
     from tests.engine.world import App, sync
@@ -341,10 +335,15 @@ def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed(
         sync(conn)
         new = g.ctl("POST", f"/contacts/{old}/link-profile", {})["id"]
         g.edit(new, last_name="Ngo")
-        sync(conn)
+        # a dry run shows the edit going through and moves nothing
+        dry = sync(conn, dry_run=True)
         links = ContactLink.objects.filter(connection=conn, email="jo@example.com")
-        # today the renamed contact gets a second link, marked a duplicate
-        assert [(link.id_a, link.status) for link in links] == [(new, LinkStatus.IN_SYNC)]
+        assert [link.id_a for link in links.all()] == [old]
+        assert dry.status == dry.Status.SUCCEEDED
+        assert m.one("jo@example.com").fields["LNAME"] == "Ng"
+        sync(conn)
+        # one binding, moved to the new resource name; no duplicate
+        assert [(link.id_a, link.status) for link in links.all()] == [(new, LinkStatus.IN_SYNC)]
         assert m.one("jo@example.com").fields["LNAME"] == "Ngo"
     finally:
         full.stop()
@@ -360,3 +359,18 @@ def test_the_stale_window_and_search_lag_are_sandbox_settings(root: str) -> None
     ).json()
     assert (changed["stale_read_window"], changed["search_lag"]) == (0, 0)
     time.sleep(0)  # nothing to wait for: the settings apply to the next request
+
+
+def test_a_new_google_sandbox_and_its_defaults_keep_the_real_window_and_google_behaviour() -> None:
+    fresh = serve(keys=("google",))
+    try:
+        url = fresh.url("google")
+        started = requests.get(f"{url}/_sandbox/config", timeout=5).json()
+        assert (started["rate_limit"], started["rate_window"]) == (90, 60.0)
+        assert started["retry_after"] is False
+        restored = requests.post(f"{url}/_sandbox/config/defaults", json={}, timeout=5).json()
+        assert restored == started
+        assert restored["stale_read_window"] > 0
+        assert restored["search_lag"] > 0
+    finally:
+        fresh.stop()

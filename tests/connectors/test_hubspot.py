@@ -21,6 +21,7 @@ from connectors.base import (
 )
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.sandbox import SandboxServer, api_base_url, serve
+from tests.sandbox_limits import realistic
 
 PRIVATE_APP_TOKEN = "pat-na1-sandbox-test"
 
@@ -42,9 +43,7 @@ def server() -> Iterator[SandboxServer]:
 def base(server: SandboxServer) -> str:
     url = api_base_url(server, "hubspot")
     requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
-    requests.post(
-        f"{url}/_sandbox/config", json={"rate_limit": 0, "error_rate": 0.0}, timeout=5
-    ).raise_for_status()
+    realistic(url, "hubspot")
     return url
 
 

@@ -1,6 +1,6 @@
 """HubSpot as it behaves today, pinned against the sandbox's realistic defaults.
 
-Sources (also in docs/api-fidelity-drift-hubspot.md):
+Sources (also in docs/api-fidelity.md):
 - 409 "Contact already exists. Existing ID: n" on create: HubSpot/hubspot-api-nodejs#545,
   HubSpot/hubspot-api-python#51.
 - 400 VALIDATION_ERROR "Cannot set PropertyValueCoordinates{... propertyName=email,
@@ -26,6 +26,7 @@ from connectors.hubspot.client import existing_id
 from connectors.hubspot.connector import REQUIRED_SCOPES, HubSpotConnector
 from connectors.sandbox import SandboxServer, api_base_url, serve
 from connectors.sandbox.hubspot import FULL_SCOPES
+from tests.sandbox_limits import realistic
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,7 @@ def server() -> Iterator[SandboxServer]:
 def base(server: SandboxServer) -> str:
     url = api_base_url(server, "hubspot")
     requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
-    requests.post(
-        f"{url}/_sandbox/config", json={"rate_limit": 0, "error_rate": 0.0}, timeout=5
-    ).raise_for_status()
+    realistic(url, "hubspot")
     return url
 
 

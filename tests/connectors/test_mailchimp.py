@@ -26,6 +26,7 @@ from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
 from connectors.sandbox.control import SandboxControl
 from connectors.sandbox.mailchimp import DEFAULT_LIST_ID
+from tests.sandbox_limits import realistic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mailchimp"
 STATIC_KEY = "mailchimp-pasted-key"
@@ -52,7 +53,7 @@ def server() -> Iterator[SandboxServer]:
 def sandbox(server: SandboxServer) -> Control:
     control = Control(server)
     control.call("POST", "/reset")
-    control.call("POST", "/config", {"rate_limit": 0, "rate_window": 10.0, "error_rate": 0.0})
+    realistic(control, "mailchimp")
     return control
 
 

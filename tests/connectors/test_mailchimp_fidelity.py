@@ -1,4 +1,4 @@
-"""Mailchimp unknowns, settled (docs/api-fidelity-ratelimits.md): date merge
+"""Mailchimp unknowns, settled (docs/api-fidelity.md): date merge
 fields round-trip as YYYY-MM-DD whatever the audience's display format; a
 tag change does not move ``last_changed``."""
 

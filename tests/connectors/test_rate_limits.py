@@ -1,5 +1,5 @@
 """Rate limits as the apps really answer them: 429 without Retry-After, in
-each app's own window or connection limit (docs/api-fidelity-ratelimits.md)."""
+each app's own window or connection limit (docs/api-fidelity.md)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from connectors.base import Contact, normalize_email
 from connectors.sandbox import api_base_url, facts
 from connectors.sandbox.base import SandboxServer
 from connectors.sandbox.control import SandboxControl
+from tests.sandbox_limits import realistic
 
 
 class App:
@@ -30,7 +31,7 @@ class App:
 
     def reset(self) -> None:
         self.ctl("POST", "/reset")
-        self.ctl("POST", "/config", {"rate_limit": 0, "error_rate": 0.0, "drop_rate": 0.0})
+        realistic(SandboxControl.of(self.server, self.key, timeout=10))
 
     def create(self, email: str | None, first: str = "", last: str = "", **extra: Any) -> str:
         person = {"email": email, "first_name": first, "last_name": last, **extra}
