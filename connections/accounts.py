@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -36,9 +37,11 @@ def _record(account: Account, **values: object) -> None:
         setattr(account, key, value)
 
 
-def refresh_account(account: Account) -> AccountInfo:
+def refresh_account(account: Account, *, user: Any = None) -> AccountInfo:
     """Call the app ("Test connection"): check the credentials, read the field
     schema and the per-side setting choices, and store them on the account.
+    Where it works, the connections it stopped for re-authorization resume
+    (``actions.account_recovered``; ``user`` is who pressed the button).
 
     Raises the connector's error (its message scrubbed of secrets) after
     recording the account's status.
@@ -86,4 +89,5 @@ def refresh_account(account: Account) -> AccountInfo:
         reason = f"This {account.get_connector_display()} account is already set up as “{other}”."
         _record(account, status=Account.Status.ERROR, status_reason=reason, checked_at=now)
         raise ConnectorError(reason) from None
+    actions.account_recovered(account, user=user)
     return info

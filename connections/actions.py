@@ -10,8 +10,9 @@ OAuth callback all call these functions rather than setting ``state`` or
   may be racing it,
 - writes an admin log entry (the connection's or account's History page),
   attributed to the user, or to no one when driftsync acted,
-- and does its side effects: the connection's
-  django-q2 schedule follows its state (``schedules.sync_schedule``, in the
+- and does its side effects: the connection's owners are alerted
+  (``alerts``: it needs re-authorization, it errors, it recovered), the
+  connection's django-q2 schedule follows its state (``schedules.sync_schedule``, in the
   same transaction: the schedule is a row of the same database), and a
   queued run can be enqueued only after the rows it reads are committed.
 
@@ -27,7 +28,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import models, transaction
 from django.utils import timezone
 
-from . import schedules
+from . import alerts, schedules
 from .models import Account, Connection
 
 State = Connection.State
@@ -96,6 +97,7 @@ def _set_state(
             message = f"{message} {reason}"
         _log(user, connection, message)
         _follow_schedule(connection)
+        alerts.state_changed(connection, state)
     return True
 
 
@@ -141,6 +143,28 @@ def mark_account_needs_reauth(account: Account, reason: str) -> bool:
     return bool(changed)
 
 
+def account_recovered(account: Account, *, user: Any = None) -> list[Connection]:
+    """The account works again (re-authorized with OAuth, or a new token
+    passed "Test connection"): resume the connections that stopped because
+    an account needed re-authorization, where the other account is not
+    broken too. Returns the connections resumed."""
+    waiting = (
+        Connection.objects.filter(models.Q(account_a=account) | models.Q(account_b=account))
+        .filter(state=State.NEEDS_REAUTH)
+        .select_related("account_a", "account_b")
+    )
+    broken = (Account.Status.NEEDS_REAUTH, Account.Status.ERROR)
+    resumed = []
+    for connection in waiting:
+        a_is_it = connection.account_a_id == account.pk
+        other = connection.account_b if a_is_it else connection.account_a
+        if other.pk != account.pk and other.status in broken:
+            continue
+        if _set_state(connection, State.ACTIVE, "", user=user, only_from=(State.NEEDS_REAUTH,)):
+            resumed.append(connection)
+    return resumed
+
+
 def request_full_sync(connection: Connection, *, user: Any = None, why: str = "") -> bool:
     """Ask for a full read on the next run (activation, widened scope, "Full
     resync"). Safe while a run is going: that run will not clear it."""
@@ -183,6 +207,7 @@ def enqueue(
 
 
 __all__ = [
+    "account_recovered",
     "enqueue",
     "mark_account_needs_reauth",
     "mark_error",

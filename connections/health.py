@@ -20,7 +20,10 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .locking import is_held
-from .models import Connection, ContactLink, LinkStatus, SyncRun
+from .models import Account, Connection, ContactLink, LinkStatus, Side, SyncRun
+
+#: an account in one of these states stops every connection that uses it
+BROKEN_ACCOUNT = (Account.Status.NEEDS_REAUTH, Account.Status.ERROR)
 
 #: link statuses counted on the connection page, in the order shown
 COUNTED = [
@@ -51,6 +54,39 @@ class State:
     reason: str = ""
     run: SyncRun | None = None
     run_url: str = ""
+
+
+@dataclass
+class AccountProblem:
+    """An account of the connection that does not work: every connection
+    that uses it shows it, with the way to the account."""
+
+    side: str
+    account: Account
+    status: str
+    reason: str
+    url: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.account} ({self.side}): {self.status.lower()}"
+
+
+def account_problems(conn: Connection) -> list[AccountProblem]:
+    """No query beyond the accounts (``select_related`` them for a list)."""
+    out = []
+    for side, account in ((Side.A, conn.account_a), (Side.B, conn.account_b)):
+        if account.status in BROKEN_ACCOUNT:
+            out.append(
+                AccountProblem(
+                    side=f"side {side.upper()}",
+                    account=account,
+                    status=account.get_status_display(),
+                    reason=account.status_reason,
+                    url=reverse("admin:connections_account_change", args=[account.pk]),
+                )
+            )
+    return out
 
 
 @dataclass
@@ -97,6 +133,7 @@ class Health:
     runs: list[RunRow]
     days: list[DayTotals] = field(default_factory=list)
     chart: Chart | None = None
+    account_problems: list[AccountProblem] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------- state
@@ -118,6 +155,11 @@ def connection_state(conn: Connection, now: dt.datetime | None = None) -> State:
         return State("needs_reauth", "Needs re-authorization", conn.state_reason)
     if conn.state == Connection.State.ERROR:
         return State("error", "Error", conn.state_reason or "no reason recorded")
+    problems = account_problems(conn)
+    if problems:
+        # still active, but its next run will stop on the account
+        first = problems[0]
+        return State("account_problem", f"Account {first.status.lower()}", first.reason)
     run = running_run(conn, now)
     if run is not None:
         what = " (dry run)" if run.dry_run else ""
@@ -412,4 +454,5 @@ def connection_health(conn: Connection, now: dt.datetime | None = None) -> Healt
         runs=last_runs(conn),
         days=days,
         chart=chart_geometry(days),
+        account_problems=account_problems(conn),
     )

@@ -268,6 +268,14 @@ class Connection(models.Model):
     webhook_secret = models.CharField(
         max_length=64, default=new_webhook_secret, editable=False, unique=True
     )
+    owners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="owned_connections",
+        limit_choices_to={"is_staff": True},
+        help_text="Mailed when this connection needs re-authorization, stops on an error or "
+        "keeps failing contacts, and when it recovers. Empty: every superuser.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -666,3 +674,38 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.event_type or 'event'} #{self.pk}"
+
+
+class Alert(models.Model):
+    """One incident of one connection (``connections.alerts``): opened when
+    the connection needs re-authorization, stops on an error or keeps failing
+    contacts, resolved when it recovers. Its owners are mailed once when it
+    opens (again at most once a day while it lasts) and once when it recovers."""
+
+    class Kind(models.TextChoices):
+        NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
+        ERROR = "error", "Error"
+        FAILING = "failing", "Contacts keep failing"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=15, choices=Kind.choices)
+    reason = models.TextField(blank=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    #: the last mail about the problem (opening or reminder)
+    last_mailed_at = models.DateTimeField(null=True, blank=True)
+    #: the last mail saying it recovered
+    recovery_mailed_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "kind"],
+                condition=Q(resolved_at__isnull=True),
+                name="alert_one_open_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection}: {self.get_kind_display()}"

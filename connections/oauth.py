@@ -39,6 +39,7 @@ from connectors import registry
 from connectors.base import Credentials
 from connectors.hosts import override_allowed
 
+from . import actions
 from .models import Account
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,14 @@ def finish_connect(request: HttpRequest, sociallogin: SocialLogin) -> None:
     except PermissionError as exc:
         messages.error(request, str(exc))
         raise ImmediateHttpResponse(HttpResponseRedirect(changelist)) from None
+    # the connections this account's revoked token stopped resume
+    resumed = actions.account_recovered(account, user=request.user)
     messages.success(
         request,
         f"“{account}” is authorized. Use “Test connection” to read its fields and settings.",
     )
+    if resumed:
+        names = ", ".join(str(c) for c in resumed)
+        messages.success(request, f"Resumed now that the account is authorized again: {names}.")
     change = reverse("admin:connections_account_change", args=[account.pk])
     raise ImmediateHttpResponse(HttpResponseRedirect(change))

@@ -126,7 +126,13 @@ def mark_read(run: SyncRun) -> int:
     by the engine as it reads them from the inbox."""
     if run.dry_run or run.status == SyncRun.Status.FAILED:
         return 0
-    keys = [key for key, app in webhook_apps().items() if app.scope == Scope.CONNECTION]
+    conn = run.connection
+    apps = {conn.account_a.connector, conn.account_b.connector}
+    keys = [
+        key for key, app in webhook_apps().items() if app.scope == Scope.CONNECTION and key in apps
+    ]
+    if not keys:
+        return 0  # no app of this connection sends per-connection deliveries
     return WebhookEvent.objects.filter(
         connection_id=run.connection_id,
         source__in=keys,

@@ -360,6 +360,14 @@ class Connector(ABC):
     def fields(self) -> list[Field]:
         """Standard fields plus custom ones discovered now from the app."""
 
+    #: the account's fields as last read, handed over by the engine while they
+    #: are fresh (``use_schema``): a connector whose ``fields()`` costs a
+    #: request answers from it instead, so an idle run reads no schema
+    schema_hint: list[Field] | None = None
+
+    def use_schema(self, fields: list[Field]) -> None:
+        self.schema_hint = list(fields)
+
     # -- reading ----------------------------------------------------------
 
     def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:

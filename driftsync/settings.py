@@ -164,6 +164,39 @@ WEBHOOK_REJECTED_WINDOW_MINUTES = env.int("WEBHOOK_REJECTED_WINDOW_MINUTES", def
 WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 WEBHOOK_REJECTED_RETENTION_DAYS = env.int("WEBHOOK_REJECTED_RETENTION_DAYS", default=7)
 
+# --- email (alerts to each connection's owners, connections/alerts.py) ------
+# EMAIL_URL (smtp+tls://user:password@host:587, consolemail://, ...) or the
+# separate EMAIL_* variables; without either, DEBUG prints mails on the
+# console and production sends through an SMTP server on localhost:25.
+if os.environ.get("EMAIL_URL"):
+    _email = env.email_url("EMAIL_URL")
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+    EMAIL_PORT = int(_email.get("EMAIL_PORT") or 25)
+    EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+    EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+    EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+    EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+else:
+    EMAIL_BACKEND = env.str(
+        "EMAIL_BACKEND",
+        default="django.core.mail.backends."
+        + ("console.EmailBackend" if DEBUG else "smtp.EmailBackend"),
+    )
+    EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+    EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="driftsync@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+#: a contact that failed this many runs in a row alerts its connection's owners
+DRIFTSYNC_ALERT_FAILURES = env.int("DRIFTSYNC_ALERT_FAILURES", default=5)
+
 # --- security (check --deploy is clean when DEBUG is off) -------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
@@ -259,6 +292,10 @@ if DRIFTSYNC_CLAIM_STALE_SECONDS < 60:
 #: sandboxes). Always allowed with DEBUG; `check --deploy` warns when this is on.
 #: Credentials are sent to that URL: see connectors/hosts.py and docs/security.md.
 DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE = env_bool("DRIFTSYNC_ALLOW_BASE_URL_OVERRIDE", False)
+
+#: a run reads each app's field schema again when the account's copy is older
+#: than this (seconds); full syncs always read it
+DRIFTSYNC_SCHEMA_MAX_AGE = env.int("DRIFTSYNC_SCHEMA_MAX_AGE", default=3600)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 #: webhook secrets ride in URL paths, which Django's request logger and the

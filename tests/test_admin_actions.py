@@ -125,8 +125,12 @@ def test_an_action_button_only_answers_post(admin_client, conn, queued):
 
 
 def test_full_resync_queues_a_full_run(admin_client, admin_user, conn, queued):
-    run_action(admin_client, "full_resync", conn)
-    admin_client.post(op_url(conn, "full-resync"))
+    # once confirmed (tests/test_connection_health.py: the confirmation page)
+    admin_client.post(
+        reverse("admin:connections_connection_changelist"),
+        {"action": "full_resync", "_selected_action": [str(conn.pk)], "confirmed": "yes"},
+    )
+    admin_client.post(op_url(conn, "full-resync"), {"confirmed": "yes"})
     assert [kw["full"] for _a, kw in queued] == [True, True]
     assert all(kw["user_id"] == admin_user.pk and not kw["dry_run"] for _a, kw in queued)
     assert history(conn) == ["Full resync queued.", "Full resync queued."]

@@ -64,6 +64,29 @@ def test_drift_hubspot_reads_drift_through_the_inbox():
     assert not WebhookEvent.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_latency_the_latency_floor_and_ratio_are_reported():
+    report = bench.run_benchmark("google-mailchimp", 20, 2, raw=False, small=False, latency_ms=20)
+    init = report["initial"]
+    lat = report["latency_floor"]
+    assert report["latency_ms"] == 20
+    assert lat["latency_ms"] == 20
+    # the floor's requests, each side's share, sent under the same latency
+    assert lat["requests"] == init["floor"]
+    for side in ("a", "b"):
+        parts = init["floor_by_side"][side]
+        assert lat["requests_by_side"][side] == parts["reads"] + parts["writes"]
+    assert lat["wall_s"] > 0
+    assert init["engine_over_latency_floor"] > 0
+    assert "initial_engine_le_1.5x_latency_floor" in report["targets"]
+    assert "engine / latency floor" in bench.render(report)
+    # the apps' limits were on, and what the connectors counted is what was served
+    for phase in ("initial", "settle", "incremental"):
+        for side in ("a", "b"):
+            s = report[phase]["by_side"][side]
+            assert s["total"] == s["served_by_sandbox"], (phase, side, s)
+
+
 def test_a_bad_pair_is_refused():
     with pytest.raises(ValueError, match="Drift cannot list"):
         bench.run_benchmark("google-drift", 10, 1)

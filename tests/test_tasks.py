@@ -187,9 +187,9 @@ def test_a_crashing_run_releases_the_claim_and_is_recorded_as_failed(
 
 
 def test_a_successful_run_marks_the_connections_mailchimp_deliveries_processed(
-    make_connection: Callable[..., Connection], engine: list
+    make_connection: Callable[..., Connection], make_account: Callable[..., Any], engine: list
 ) -> None:
-    conn = make_connection()
+    conn = make_connection(account_b=make_account("mailchimp"))
     event = WebhookEvent.objects.create(source="mailchimp", connection=conn, contact_id="x")
     tasks.run_sync(conn.pk, trigger="webhook")
     event.refresh_from_db()

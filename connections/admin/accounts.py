@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -18,9 +18,13 @@ from connectors.base import ConnectorError
 
 from ..accounts import refresh_account
 from ..forms import AccountForm
-from ..models import Account
+from ..models import Account, Connection
 from ..oauth import connect_url
 from .common import connector_oauth_provider, fragment
+
+
+def account_connections(account: Account, state: str) -> list[Connection]:
+    return list(Connection.objects.filter(Q(account_a=account) | Q(account_b=account), state=state))
 
 
 def connect_buttons(keys: list[str]) -> list[tuple[str, str]]:
@@ -106,8 +110,9 @@ class AccountAdmin(admin.ModelAdmin):
     def _test(self, request: HttpRequest, account: Account) -> None:
         # refresh_account records the account's status (through
         # connections.actions where the app refused the credentials)
+        waiting = set(account_connections(account, Connection.State.NEEDS_REAUTH))
         try:
-            info = refresh_account(account)
+            info = refresh_account(account, user=request.user)
         except ConnectorError as exc:
             self.message_user(request, f"{account}: {exc}", messages.ERROR)
             self.log_change(request, account, f"Test connection failed: {exc}")
@@ -119,6 +124,10 @@ class AccountAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         self.log_change(request, account, "Test connection succeeded.")
+        resumed = [c for c in account_connections(account, Connection.State.ACTIVE) if c in waiting]
+        if resumed:
+            names = ", ".join(str(c) for c in resumed)
+            self.message_user(request, f"Resumed: {names}.", messages.SUCCESS)
 
     def test_connection_view(self, request: HttpRequest, pk: int) -> Any:
         if request.method != "POST":

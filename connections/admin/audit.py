@@ -9,13 +9,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
+from connectors import registry
+
 from ..health import NO_REASON, NO_REASON_PARAM
-from ..models import ContactLink, LinkStatus, SyncEvent, SyncRun, WebhookEvent
+from ..models import Connection, ContactLink, LinkStatus, Side, SyncEvent, SyncRun, WebhookEvent
 from ..webhooks import REJECTED_EXCERPT, inbox_limits
 from .common import (
     CappedCountPaginator,
@@ -100,18 +102,138 @@ class SyncRunAdmin(AuditAdmin):
 
     @admin.display(description="Events")
     def events(self, run: SyncRun) -> str:
-        url = reverse("admin:connections_syncevent_changelist") + f"?run__id__exact={run.pk}"
+        url = reverse("admin:connections_syncevent_changelist") + f"?run={run.pk}&dry_run=all"
         return link_to(url, "events")
+
+
+class DryRunFilter(admin.SimpleListFilter):
+    """Dry runs wrote nothing: their events are left out unless asked for
+    (or the list is of one run, from its "events" link)."""
+
+    title = "runs"
+    parameter_name = "dry_run"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("live", "Real runs"), ("dry", "Dry runs"), ("all", "All")]
+
+    def choices(self, changelist: Any) -> Any:
+        value = self.value() or "live"
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SyncEvent]) -> Any:
+        value = self.value()
+        if value is None and ("run__id__exact" in request.GET or "run" in request.GET):
+            return queryset  # one run's events, whatever it was
+        if value == "all":
+            return queryset
+        return queryset.filter(run__dry_run=value == "dry")
+
+
+class ConnectionFilter(admin.SimpleListFilter):
+    title = "connection"
+    parameter_name = "connection"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(pk), name) for pk, name in Connection.objects.values_list("pk", "name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SyncEvent]) -> Any:
+        value = self.value()
+        return queryset.filter(run__connection_id=value) if value and value.isdigit() else queryset
+
+
+class AppFilter(admin.SimpleListFilter):
+    """The app the event happened in (its side's account's app)."""
+
+    title = "app"
+    parameter_name = "app"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return registry.choices()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SyncEvent]) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(
+            Q(side=Side.A, run__connection__account_a__connector=value)
+            | Q(side=Side.B, run__connection__account_b__connector=value)
+        )
+
+
+class RunFilter(admin.SimpleListFilter):
+    """The last runs (of the chosen connection, if one is)."""
+
+    title = "run"
+    parameter_name = "run"
+    LIMIT = 10
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        runs = SyncRun.objects.select_related("connection").order_by("-started_at", "-pk")
+        connection = request.GET.get("connection", "")
+        if connection.isdigit():
+            runs = runs.filter(connection_id=int(connection))
+        choices = [(str(run.pk), run_label(run)) for run in runs[: self.LIMIT]]
+        current = self.value()
+        if current and current.isdigit() and current not in dict(choices):
+            choices.append((current, f"run #{current}"))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[SyncEvent]) -> Any:
+        value = self.value()
+        return queryset.filter(run_id=int(value)) if value and value.isdigit() else queryset
+
+
+def run_label(run: SyncRun) -> str:
+    when = timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M")
+    dry = " (dry run)" if run.dry_run else ""
+    return f"#{run.pk} {run.connection} · {when}{dry}"
 
 
 @admin.register(SyncEvent)
 class SyncEventAdmin(AuditAdmin):
-    list_display = ["created_at", "action", "side", "email", "run", "reason_short"]
-    list_filter = ["action", "side"]
-    search_fields = ["=email"]
+    list_display = [
+        "created_at",
+        "mode",
+        "action",
+        "side",
+        "email",
+        "connection",
+        "run",
+        "reason_short",
+    ]
+    list_filter = [DryRunFilter, ConnectionFilter, AppFilter, "action", "side", RunFilter]
+    #: part of an email; a name (or any other value) as the run recorded it
+    #: in its field changes, or as the contact's binding last synced it.
+    #: Values are searched as stored (JSON): non-ASCII letters in names are
+    #: escaped there and not found this way.
+    search_fields = ["email", "changes", "link__base_a", "link__base_b"]
+    search_help_text = "Part of an email address, or a name or other field value."
     list_select_related = ["run", "run__connection"]
-    fields = ["run", "link", "email", "side", "action", "changes_table", "reason", "created_at"]
+    fields = [
+        "run",
+        "mode",
+        "link",
+        "email",
+        "side",
+        "action",
+        "changes_table",
+        "reason",
+        "created_at",
+    ]
     readonly_fields = fields
+
+    @admin.display(description="Mode", ordering="run__dry_run")
+    def mode(self, event: SyncEvent) -> str:
+        return "dry run" if event.run.dry_run else "—"
+
+    @admin.display(description="Connection", ordering="run__connection__name")
+    def connection(self, event: SyncEvent) -> str:
+        return str(event.run.connection)
 
     @admin.display(description="Reason")
     def reason_short(self, event: SyncEvent) -> str:
@@ -181,7 +303,9 @@ class ContactLinkAdmin(AuditAdmin):
         "last_synced_at",
     ]
     list_filter = ["status", "connection", FailureReasonFilter]
-    search_fields = ["=email", "=id_a", "=id_b"]
+    #: part of an email, an exact id, or a name (any value) as last synced
+    search_fields = ["email", "=id_a", "=id_b", "base_a", "base_b"]
+    search_help_text = "Part of an email address, an app's contact id, or a name."
     list_select_related = ["connection"]
     fields = [
         "connection",

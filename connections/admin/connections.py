@@ -21,6 +21,7 @@ from ..health import connection_health
 from ..models import Connection, FieldMapping, Side
 from .common import fragment
 from .dry_run import DryRunViews
+from .health_columns import HealthColumns
 from .rules import RuleInline
 
 
@@ -56,7 +57,7 @@ class FieldMappingInline(admin.TabularInline):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(DryRunViews):
+class ConnectionAdmin(HealthColumns, DryRunViews):
     form = ConnectionForm
     list_display = [
         "name",
@@ -123,6 +124,7 @@ class ConnectionAdmin(DryRunViews):
                     ]
                 },
             ),
+            ("Alerts", {"fields": ["owners"]}),
         ]
 
     def get_form(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any) -> Any:

@@ -1,12 +1,20 @@
 """A dry run's pages: waiting for it to start, its preview (counts per side
-and field diffs), and Apply, which queues a real sync."""
+and field diffs), and Apply, which queues a real sync.
+
+The preview lists each contact once (all it would do on either side in one
+row), in three parts: what would change, what would not sync (excluded,
+duplicates, failures) and what is already equal; each part pages through
+all its contacts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
+from django.core.paginator import Page, Paginator
+from django.db.models import Case, CharField, Q, QuerySet, Value, When
+from django.db.models.functions import Cast, Concat
 from django.http import (
     Http404,
     HttpRequest,
@@ -42,7 +50,23 @@ COUNTER_ORDER = [
 ]
 #: events a preview counts but does not list: nothing would change for them
 QUIET_ACTIONS = [SyncEvent.Action.UNCHANGED, SyncEvent.Action.ECHO]
-PREVIEW_LIMIT = 500
+#: a contact with one of these would change in an app
+CHANGE_ACTIONS = [
+    SyncEvent.Action.CREATED,
+    SyncEvent.Action.UPDATED,
+    SyncEvent.Action.TAGGED,
+    SyncEvent.Action.TRASHED,
+    SyncEvent.Action.UNSUBSCRIBED,
+]
+#: ... with one of these (and no change) it would not sync
+PROBLEM_ACTIONS = [
+    SyncEvent.Action.EXCLUDED,
+    SyncEvent.Action.DUPLICATE,
+    SyncEvent.Action.FAILED,
+    SyncEvent.Action.SKIPPED,
+]
+#: contacts per page of each part of the preview
+PREVIEW_LIMIT = 100
 #: how often a page waiting for a worker reloads itself
 REFRESH_SECONDS = 2
 
@@ -65,6 +89,97 @@ class DiffRow:
     event: SyncEvent
     side_name: str
     changes: list[ChangeRow]
+
+
+@dataclass
+class ContactRow:
+    """One contact of the preview: what it would do on each side."""
+
+    email: str
+    diffs: list[DiffRow] = field(default_factory=list)
+
+
+@dataclass
+class Part:
+    """One part of the preview, one page of it."""
+
+    key: str
+    title: str
+    param: str
+    page: Page
+    contacts: list[ContactRow]
+    pages: list[tuple[Any, str]]  # (page number or "…", its query string)
+
+
+def _query(request: HttpRequest, param: str, number: Any) -> str:
+    query = request.GET.copy()
+    query[param] = str(number)
+    return "?" + query.urlencode()
+
+
+def preview_part(
+    request: HttpRequest,
+    run: SyncRun,
+    names: dict[str, str],
+    key: str,
+    title: str,
+    emails: QuerySet,
+) -> Part:
+    """A page of contacts (by email), each with all its events of the run;
+    contacts without an email are one row each."""
+    param = f"{key}_page"
+    paginator = Paginator(emails, PREVIEW_LIMIT)
+    page = paginator.get_page(request.GET.get(param))
+    keys = list(page.object_list)
+    rows: dict[str, ContactRow] = {k: ContactRow(k.split(":", 1)[1]) for k in keys}
+    with_email = [k[2:] for k in keys if k.startswith("e:")]
+    without = [int(k[2:]) for k in keys if k.startswith("n:")]
+    events = run.events.filter(Q(email__in=with_email) | Q(pk__in=without)).exclude(
+        action__in=QUIET_ACTIONS
+    )
+    for event in events.order_by("email", "side", "pk"):
+        row = rows.get(f"e:{event.email}" if event.email else f"n:{event.pk}")
+        if row is not None:
+            row.diffs.append(DiffRow(event, names.get(event.side, ""), change_rows(event.changes)))
+    pages = [
+        (number, _query(request, param, number) if number != paginator.ELLIPSIS else "")
+        for number in paginator.get_elided_page_range(page.number)
+    ]
+    return Part(key, title, param, page, list(rows.values()), pages)
+
+
+def contact_keys(events: QuerySet) -> QuerySet:
+    """One key per contact: ``e:<email>``, or ``n:<event id>`` without one."""
+    return (
+        events.annotate(
+            contact=Case(
+                When(email="", then=Concat(Value("n:"), Cast("pk", CharField()))),
+                default=Concat(Value("e:"), "email"),
+                output_field=CharField(),
+            )
+        )
+        .values_list("contact", flat=True)
+        .distinct()
+        .order_by("contact")
+    )
+
+
+def preview_parts(request: HttpRequest, run: SyncRun, names: dict[str, str]) -> list[Part]:
+    events = run.events.all()
+    changing = events.filter(action__in=CHANGE_ACTIONS)
+    changing_emails = changing.exclude(email="").values("email")
+    problems = events.filter(action__in=PROBLEM_ACTIONS).exclude(email__in=changing_emails)
+    problem_emails = problems.exclude(email="").values("email")
+    equal = (
+        events.filter(action=SyncEvent.Action.MATCHED)
+        .exclude(email__in=changing_emails)
+        .exclude(email__in=problem_emails)
+    )
+    return [
+        preview_part(request, run, names, "change", "What would change", contact_keys(changing)),
+        preview_part(request, run, names, "skip", "What would not sync", contact_keys(problems)),
+        preview_part(request, run, names, "equal", "Matched, already equal", contact_keys(equal)),
+    ]
 
 
 class DryRunViews(ConnectionOperations):
@@ -146,11 +261,7 @@ class DryRunViews(ConnectionOperations):
             for name in COUNTER_ORDER
             if any(counters.get(s, {}).get(name) for s in Side)
         ]
-        events = run.events.exclude(action__in=QUIET_ACTIONS).order_by("email", "side", "pk")
-        shown = [
-            DiffRow(e, names.get(e.side, ""), change_rows(e.changes))
-            for e in events[:PREVIEW_LIMIT]
-        ]
+        parts = preview_parts(request, run, names)
         can_apply = (
             not running
             and run.status != SyncRun.Status.FAILED
@@ -165,8 +276,9 @@ class DryRunViews(ConnectionOperations):
             running=running,
             side_names=[names[Side.A], names[Side.B]],
             counter_rows=counter_rows,
-            events=shown,
-            event_count=events.count() if len(shown) >= PREVIEW_LIMIT else len(shown),
+            parts=parts,
+            # what would change on this page, event by event
+            events=[diff for contact in parts[0].contacts for diff in contact.diffs],
             quiet_count=run.events.filter(action__in=QUIET_ACTIONS).count(),
             preview_limit=PREVIEW_LIMIT,
             can_apply=can_apply,

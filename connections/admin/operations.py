@@ -21,6 +21,7 @@ from django.utils import timezone
 from .. import actions
 from ..models import Connection, SyncRun
 from .common import fragment
+from .confirm import confirm_full_resync
 
 State = Connection.State
 
@@ -147,7 +148,9 @@ class ConnectionOperations(admin.ModelAdmin):
             self._set_state(request, conn, State.ACTIVE)
 
     @admin.action(description="Full resync (read every contact again)", permissions=["change"])
-    def full_resync(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+    def full_resync(self, request: HttpRequest, queryset: QuerySet[Connection]) -> Any:
+        if page := confirm_full_resync(self, request, queryset, action="full_resync"):
+            return page
         for conn in queryset:
             self._sync(request, conn, full=True)
 
@@ -191,6 +194,8 @@ class ConnectionOperations(admin.ModelAdmin):
         if operation == "sync-now":
             self._sync(request, conn)
         elif operation == "full-resync":
+            if page := confirm_full_resync(self, request, [conn]):
+                return page
             self._sync(request, conn, full=True)
         elif operation == "pause":
             self._set_state(request, conn, State.PAUSED)

@@ -50,7 +50,7 @@ from typing import Any
 
 from connectors import registry, sandbox
 
-from .floor import Recorder, read_floor, replay, write_floor, writes_of
+from .floor import Recorder, latency_floor, read_floor, replay, write_floor, writes_of
 from .report import render, targets
 from .runs import current_rss_mb, describe, peak_rss_mb, timed_run
 from .world import SIDES, World
@@ -103,12 +103,21 @@ def run_benchmark(
     small: bool = True,
     cleanup: bool = True,
     progress: Any = None,
+    latency_ms: float = 0.0,
 ) -> dict[str, Any]:
-    """Run the whole benchmark; returns the report (a JSON-able dict)."""
+    """Run the whole benchmark; returns the report (a JSON-able dict).
+
+    ``latency_ms`` > 0: every sandbox request takes that long, the apps' real
+    limits are on, and the report adds the **latency floor** (the floor's
+    requests sent by a bare script at each app's allowed concurrency and pace
+    under the same latency) and engine wall / latency floor."""
     say = progress or (lambda message: None)
     key_a, key_b = _pair(pair)
     if contacts < 2 or changes < 0 or not 0 <= overlap <= 1 or not 0 <= differ <= 1:
         raise ValueError("need contacts >= 2, changes >= 0, 0 <= overlap, differ <= 1")
+    if not 0 <= latency_ms <= 10_000:
+        raise ValueError(f"--latency must be 0..10000 milliseconds: {latency_ms}")
+    latency = latency_ms / 1000
     started = time.perf_counter()
     report: dict[str, Any] = {
         "pair": pair,
@@ -116,6 +125,7 @@ def run_benchmark(
         "changes": changes,
         "overlap": overlap,
         "differ": differ,
+        "latency_ms": latency_ms,
         "rss_mb_at_start": current_rss_mb(),
     }
     worlds: list[World] = []
@@ -125,7 +135,7 @@ def run_benchmark(
         # ---------------------------------------------------------- initial
         say(f"seeding {contacts} contacts per side ({pair})")
         t0 = time.perf_counter()
-        world = World.build(key_a, key_b, contacts, overlap, differ)
+        world = World.build(key_a, key_b, contacts, overlap, differ, latency=latency)
         worlds.append(world)
         world.connect(pair)
         report["seed_s"] = round(time.perf_counter() - t0, 2)
@@ -168,7 +178,7 @@ def run_benchmark(
             share = overlap if overlap > 0 else 1.0
             n_small = max(contacts // 100, math.ceil(changes / share), 10)
             say(f"small connection: {n_small} contacts per side")
-            little = World.build(key_a, key_b, n_small, overlap, differ)
+            little = World.build(key_a, key_b, n_small, overlap, differ, latency=latency)
             worlds.append(little)
             little.connect(pair)
             timed_run(little)
@@ -192,13 +202,24 @@ def run_benchmark(
         if raw:
             say("raw time floor: replaying the initial sync's requests")
             records = list(recorder.records())
-            target = World.build(key_a, key_b, contacts, overlap, differ)
+            target = World.build(key_a, key_b, contacts, overlap, differ, latency=latency)
             worlds.append(target)
             raw_report = replay(records, target, world)
             raw_report["recorded"] = recorder.count
             report["raw"] = raw_report
             report["initial"]["engine_over_raw"] = (
                 round(init["wall_s"] / raw_report["wall_s"], 2) if raw_report["wall_s"] else None
+            )
+            del records
+        if latency:
+            say(f"latency floor: the floor's requests at {latency_ms:g} ms, apps' limits on")
+            records = list(recorder.records())
+            target = World.build(key_a, key_b, contacts, overlap, differ, latency=latency)
+            worlds.append(target)
+            lat = latency_floor(records, target, world, floor_parts)
+            report["latency_floor"] = lat
+            report["initial"]["engine_over_latency_floor"] = (
+                round(init["wall_s"] / lat["wall_s"], 2) if lat["wall_s"] else None
             )
             del records
         report["rss_mb_peak_total"] = peak_rss_mb()

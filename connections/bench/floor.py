@@ -11,17 +11,21 @@ import json
 import math
 import pickle
 import re
+import threading
 import time
 import urllib.parse
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 
 from connections.models import SyncRun
 from connectors.base import Connector
-from connectors.http import HttpClient
+from connectors.http import HttpClient, max_in_flight
+from connectors.pacing import AccountPacing, limits_for
 
 from .world import World
 
@@ -114,11 +118,10 @@ class Recorder:
                     return
 
 
-def replay(records: list[tuple[Any, ...]], target: World, source: World) -> dict[str, Any]:
-    """The raw time floor: the same requests, one after another, by a bare
-    ``requests.Session``; answers are read and JSON-decoded, nothing else."""
+def _prepare(records: list[tuple[Any, ...]], target: World, source: World) -> list[tuple[Any, ...]]:
+    """The recorded requests, pointed at ``target``'s sandboxes (untimed:
+    Google etags of the target world's people, which batchUpdate checks)."""
     old_base, new_base = source.server.base_url, target.server.base_url
-    # untimed: etags of the replay world's Google people (batchUpdate checks them)
     etags: dict[str, str] = {}
     for app in target.apps.values():
         if app.key == "google":
@@ -134,31 +137,55 @@ def replay(records: list[tuple[Any, ...]], target: World, source: World) -> dict
                     person_body["etag"] = etags[rn]
             body = json.dumps(data).encode()
         prepared.append((side, method, url, body, headers, tokens, status))
+    return prepared
+
+
+class _Tokens:
+    """Page and sync tokens of the recording, mapped to the replay's own."""
+
+    def __init__(self) -> None:
+        self.map: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def url(self, url: str) -> str:
+        if self.map and "?" in url:
+            base, _, query = url.partition("?")
+            pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+            with self.lock:
+                if any(v in self.map for _, v in pairs):
+                    pairs = [(k, self.map.get(v, v)) for k, v in pairs]
+                    url = base + "?" + urllib.parse.urlencode(pairs)
+        return url
+
+    def learn(self, tokens: list[tuple[str, str]], response: requests.Response) -> None:
+        if not tokens:
+            return
+        fresh = [
+            (m.group(1).decode(), m.group(2).decode()) for m in _TOKEN_RE.finditer(response.content)
+        ]
+        fresh += [("after", m.group(1).decode()) for m in _AFTER_RE.finditer(response.content)]
+        with self.lock:
+            for (kind, old), (kind2, new) in zip(tokens, fresh):
+                if kind == kind2:
+                    self.map[old] = new
+
+
+def replay(records: list[tuple[Any, ...]], target: World, source: World) -> dict[str, Any]:
+    """The raw time floor: the same requests, one after another, by a bare
+    ``requests.Session``; answers are read and JSON-decoded, nothing else."""
+    prepared = _prepare(records, target, source)
     session = requests.Session()
-    token_map: dict[str, str] = {}
+    tokens_map = _Tokens()
     errors: Counter[str] = Counter()
     gc.collect()
     start = time.perf_counter()
     for _side, method, url, body, headers, tokens, status in prepared:
-        if token_map and "?" in url:
-            base, _, query = url.partition("?")
-            pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-            if any(v in token_map for _, v in pairs):
-                pairs = [(k, token_map.get(v, v)) for k, v in pairs]
-                url = base + "?" + urllib.parse.urlencode(pairs)
+        url = tokens_map.url(url)
         response = session.request(method, url, data=body, headers=headers, timeout=120)
         if response.content:
             with contextlib.suppress(ValueError):
                 response.json()
-        if tokens:
-            fresh = [
-                (m.group(1).decode(), m.group(2).decode())
-                for m in _TOKEN_RE.finditer(response.content)
-            ]
-            fresh += [("after", m.group(1).decode()) for m in _AFTER_RE.finditer(response.content)]
-            for (kind, old), (kind2, new) in zip(tokens, fresh):
-                if kind == kind2:
-                    token_map[old] = new
+        tokens_map.learn(tokens, response)
         if response.status_code != status:
             errors[
                 f"{method} {urllib.parse.urlsplit(url).path}: {status}->{response.status_code}"
@@ -166,3 +193,120 @@ def replay(records: list[tuple[Any, ...]], target: World, source: World) -> dict
     wall = time.perf_counter() - start
     session.close()
     return {"wall_s": round(wall, 3), "requests": len(prepared), "status_mismatches": dict(errors)}
+
+
+def _endpoint_re(endpoints: frozenset[str]) -> re.Pattern[str] | None:
+    """``GET /lists/{list_id}/members`` → a regex on "METHOD url-path"."""
+    if not endpoints:
+        return None
+    parts = []
+    for endpoint in endpoints:
+        method, _, path = endpoint.partition(" ")
+        path_re = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))
+        parts.append(f"{method} .*{path_re}")
+    return re.compile("^(?:" + "|".join(parts) + ")$")
+
+
+def _floor_requests(
+    prepared: list[tuple[Any, ...]], side: str, world: World, reads: int, writes: int
+) -> tuple[list[tuple[Any, ...]], bool, list[tuple[Any, ...]]]:
+    """The floor's requests of one side, taken from the recording: its list
+    pages (in order: each page's token comes from the one before; an app that
+    cannot list: its per-contact reads, independent) and its batch writes
+    (independent of each other)."""
+    connector = world.apps[side].connector_class
+    lists = _endpoint_re(connector.list_endpoints)
+    batches = _endpoint_re(connector.batch_write_endpoints)
+    mine = [r for r in prepared if r[0] == side]
+
+    def key(r: tuple[Any, ...]) -> str:
+        return f"{r[1]} {urllib.parse.urlsplit(r[2]).path}"
+
+    listing = connector.capabilities.list_changes
+    if listing:
+        read_reqs = [r for r in mine if lists is not None and lists.match(key(r))]
+    else:
+        read_reqs = [r for r in mine if r[1] == "GET"]
+    write_reqs = [r for r in mine if batches is not None and batches.match(key(r))]
+    if len(write_reqs) < writes:  # single writes where the app has no batch (Drift)
+        write_reqs += [
+            r
+            for r in mine
+            if r[1] in ("POST", "PUT", "PATCH")
+            and not (batches is not None and batches.match(key(r)))
+            and not key(r).endswith(("/search", "/batch/read", ":batchGet"))
+        ]
+    return read_reqs[:reads], listing, write_reqs[:writes]
+
+
+def latency_floor(
+    records: list[tuple[Any, ...]],
+    target: World,
+    source: World,
+    floor_by_side: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """The latency floor: the floor's requests (taken from the recording) sent
+    by a bare script under the target world's latency, at each app's allowed
+    concurrency and pace (``connectors.pacing``, as the connectors pace):
+    both sides at once; on each side the list pages one after another, then
+    the batch writes together (up to the app's concurrency)."""
+    prepared = _prepare(records, target, source)
+    plan = {
+        side: _floor_requests(prepared, side, target, parts["reads"], parts["writes"])
+        for side, parts in floor_by_side.items()
+    }
+    tokens_map = _Tokens()
+    sent: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    lock = threading.Lock()
+    local = threading.local()
+
+    def send(side: str, pacing: AccountPacing | None, record: tuple[Any, ...]) -> None:
+        _side, method, url, body, headers, tokens, _status = record
+        url = tokens_map.url(url)
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        path = urllib.parse.urlsplit(url).path
+        while True:
+            ctx = pacing.request(path) if pacing is not None else contextlib.nullcontext()
+            with ctx:
+                response = session.request(method, url, data=body, headers=headers, timeout=120)
+            if response.status_code != 429:
+                break
+            time.sleep(0.05)  # the pace should prevent it; count and go on
+            with lock:
+                statuses["429"] += 1
+        if response.content:
+            with contextlib.suppress(ValueError):
+                response.json()
+        tokens_map.learn(tokens, response)
+        with lock:
+            sent[side] += 1
+            statuses[str(response.status_code)] += 1
+
+    def run_side(side: str) -> None:
+        reads, sequential, writes = plan[side]
+        limits = limits_for(target.apps[side].key)
+        pacing = AccountPacing(limits, f"latency-floor-{uuid.uuid4().hex}") if limits else None
+        workers = max_in_flight(limits)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            if sequential:
+                for record in reads:
+                    send(side, pacing, record)
+            else:
+                list(pool.map(lambda r: send(side, pacing, r), reads))
+            list(pool.map(lambda r: send(side, pacing, r), writes))
+
+    gc.collect()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(plan)) as sides:
+        list(sides.map(run_side, plan))
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": round(wall, 3),
+        "latency_ms": round(target.latency * 1000),
+        "requests": sum(sent.values()),
+        "requests_by_side": dict(sent),
+        "statuses": dict(statuses),
+    }

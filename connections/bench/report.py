@@ -30,6 +30,13 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         ),
         "peak_rss_le_300mb": report.get("rss_mb_peak_total", math.inf) <= 300,
     }
+    if report.get("latency_ms"):
+        ratio = init.get("engine_over_latency_floor")
+        out["initial_engine_le_1.5x_latency_floor"] = ratio <= 1.5 if ratio else None
+        out["initial_requests_le_1.2x_floor"] = init.get("ratio_to_floor", math.inf) <= 1.2
+        out["incremental_requests_le_1.5x_floor"] = (
+            inc["ratio_to_floor"] <= 1.5 if inc.get("ratio_to_floor") else None
+        )
     return out
 
 
@@ -45,6 +52,7 @@ def render(report: dict[str, Any]) -> str:
         f"bench_sync {report['pair']}: {report['contacts_per_side']} contacts per side, "
         f"{report['shared_emails']} shared emails ({report['shared_differing']} differing), "
         f"{report['changes']} changes"
+        + (f", {report['latency_ms']:g} ms latency" if report.get("latency_ms") else "")
     )
     add("")
     rows: list[tuple[str, str]] = [
@@ -60,6 +68,15 @@ def render(report: dict[str, Any]) -> str:
         rows += [
             ("raw replay: wall", f"{report['raw']['wall_s']} s ({report['raw']['requests']} req)"),
             ("initial sync: engine / raw", f"{init.get('engine_over_raw')}"),
+        ]
+    if "latency_floor" in report:
+        lat = report["latency_floor"]
+        rows += [
+            (
+                "latency floor: wall",
+                f"{lat['wall_s']} s ({lat['requests']} req at {lat['latency_ms']} ms)",
+            ),
+            ("initial sync: engine / latency floor", f"{init.get('engine_over_latency_floor')}"),
         ]
     settle = report["settle"]
     rows += [

@@ -153,17 +153,37 @@ class World:
     shared: int
     differ: int
     conn: Connection | None = None
+    latency: float = 0.0
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
     @classmethod
-    def build(cls, key_a: str, key_b: str, n: int, overlap: float, differ_share: float) -> World:
+    def build(
+        cls,
+        key_a: str,
+        key_b: str,
+        n: int,
+        overlap: float,
+        differ_share: float,
+        *,
+        latency: float = 0.0,
+    ) -> World:
+        """``latency`` (seconds) > 0: every API request takes that long and the
+        apps' real limits are on (their sandbox defaults: Mailchimp's 10
+        connections, HubSpot's 10-second and search windows, Google's minute
+        quota, Drift's conservative window). At 0 the window limits are off."""
         server = SandboxProcess()
         apps = {"a": App(server, key_a), "b": App(server, key_b)}
         for app in apps.values():
-            app.control.configure(rate_limit=0, error_rate=0.0, drop_rate=0.0)
+            if latency > 0:
+                # the app's real limits (set explicitly: not every sandbox
+                # applies its ``config_defaults`` at start) and the latency
+                limits = dict(sandbox.sandbox_class(app.key).config_defaults)
+                app.control.configure(**limits, latency=latency, error_rate=0.0, drop_rate=0.0)
+            else:
+                app.control.configure(rate_limit=0, error_rate=0.0, drop_rate=0.0)
         shared = min(n, round(n * overlap))
         differ = min(shared, round(shared * differ_share))
-        world = cls(server, apps, n, shared, differ)
+        world = cls(server, apps, n, shared, differ, latency=latency)
         for side, app in apps.items():
             app.seed(seed_people(side, n, shared, differ))
         return world

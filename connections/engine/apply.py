@@ -7,7 +7,11 @@ results into the bindings' new state.
 
 from __future__ import annotations
 
-from connectors.base import Connector, ContactWrite
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from django.db import connections as db_connections
+
+from connectors.base import Connector, ContactWrite, WriteResult
 
 from .batch import Pending
 from .context import A, B
@@ -31,7 +35,12 @@ def contact_write(w: SideWrite, ref: int, *, versioned: bool = True) -> ContactW
 
 
 def apply_writes(pending: list[Pending], connectors: dict[str, Connector], writer: Writer) -> None:
-    """Send every planned write; the results land in each item's ``results``."""
+    """Send every planned write; the results land in each item's ``results``.
+
+    The two sides' writes are independent (each side's own order — create
+    before tag, a contact's writes in order — stays inside its connector
+    call), so they are in flight together: side B in a worker thread."""
+    per_side: dict[str, tuple[list[ContactWrite], list[Pending]]] = {}
     for side in (A, B):
         writes: list[ContactWrite] = []
         owners: list[Pending] = []
@@ -41,7 +50,32 @@ def apply_writes(pending: list[Pending], connectors: dict[str, Connector], write
                 continue
             writes.append(contact_write(w, len(owners)))
             owners.append(item)
-        if not writes:
-            continue
-        for result in writer.write_contacts(connectors[side], writes):
+        if writes:
+            per_side[side] = (writes, owners)
+
+    def send(side: str) -> list[WriteResult]:
+        return writer.write_contacts(connectors[side], per_side[side][0])
+
+    def send_in_thread(side: str) -> list[WriteResult]:
+        try:
+            return send(side)
+        finally:
+            db_connections.close_all()  # this thread's own connections (a token refresh)
+
+    answers: dict[str, list[WriteResult]] = {}
+    if len(per_side) == 2:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            other = pool.submit(send_in_thread, B)
+            try:
+                answers[A] = send(A)
+            except BaseException:
+                wait([other])  # A's error is the one raised, as when sent in turn
+                raise
+            answers[B] = other.result()
+    else:
+        for side in per_side:
+            answers[side] = send(side)
+    for side, results in answers.items():
+        owners = per_side[side][1]
+        for result in results:
             owners[result.ref].results[side] = result

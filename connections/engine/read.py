@@ -166,6 +166,8 @@ class Reader:
         The webhook view stored the ids the app's parser found on the row
         (``contact_id``, the old one, and ``new_contact_id``): nothing here
         parses a stored body again."""
+        if not any(c.webhooks is not None for c in self.connectors.values()):
+            return  # neither app sends webhooks: nothing can have announced a change
         rows = (
             WebhookEvent.objects.filter(
                 connection=self.conn, kind="email_changed", status=WebhookEvent.Status.RECEIVED

@@ -89,6 +89,10 @@ class Recorder:
 
     def record(self, batch: Batch, matched: Matched, pending: list[Pending]) -> None:
         source = batch.source
+        if not (pending or matched.echoes or matched.duplicates or batch.inbox_upto is not None):
+            # nothing but the cursor (an idle run's pages): one fenced UPDATE
+            self.writer.commit_cursor(self.conn, source, batch.cursor)
+            return
         with transaction.atomic():
             # a worker that stalled past its heartbeat and lost its claim to
             # another run must not commit over that run
@@ -115,8 +119,11 @@ class Recorder:
         now = timezone.now()
         created: list[ContactLink] = []
         changed: list[ContactLink] = []
+        # a new binding's events are built before it exists: linked once it is saved
+        unlinked: list[tuple[int, int, ContactLink]] = []
         for item in pending:
             plan, state = item.plan, item.plan.link
+            first = len(events)
             failures = item.failures()
             for side, result in item.results.items():
                 if result.error is None and result.contact is not None:
@@ -150,7 +157,13 @@ class Recorder:
                 events.append(self.failed(item, link, failures, now))
             elif not (outcome == Outcome.OUT_OF_SCOPE and link.pk is None):
                 self.synced(item, link, now)
+            if link.pk is None:
+                unlinked.append((first, len(events), link))
         self.writer.save_links(created, changed)
+        for start, end, link in unlinked:
+            if link.pk is not None:  # bulk_create set it (a dry run saves nothing)
+                for event in events[start:end]:
+                    event.link = link
         for item in pending:
             if item.link is not None and item.link.pk:
                 self.processed.add(item.link.pk)

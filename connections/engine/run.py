@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from connectors.base import AuthError, ConfigError, Connector, ConnectorError
 
-from .. import actions
+from .. import actions, alerts
 from ..locking import Claim
 from ..models import Connection, SyncRun
 from .apply import apply_writes
@@ -98,7 +98,7 @@ class SyncRunner:
         assert self.run is not None
         conn, writer = self.conn, self.writer
         self.connectors = self.connectors or build_connectors(conn)
-        self.ctx = build_context(conn, self.connectors, self.warnings)
+        self.ctx = build_context(conn, self.connectors, self.warnings, full=self.full)
         reader = Reader(conn, self.connectors, self.ctx, full=self.full, fresh_full=self.fresh_full)
         if self.fresh_full:
             writer.start_full_sync(conn, [s for s in (A, B) if reader.listable(s)])
@@ -154,6 +154,7 @@ class SyncRunner:
         self.run.save(update_fields=["status", "error", "finished_at", "counters"])
         if status != SyncRun.Status.FAILED:
             self.writer.finish_sync(self.conn, self.user, full=self.full, now=now)
+        alerts.after_run(self.conn, self.run)  # contacts that keep failing mail the owners
         return self.run
 
     def connection_unusable(self, exc: AuthError | ConfigError) -> None:

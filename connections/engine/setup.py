@@ -9,7 +9,11 @@ run rather than failing it.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
 
 from connectors.base import Connector, Field
 
@@ -29,9 +33,9 @@ def build_connectors(conn: Connection) -> dict[str, Connector]:
 
 
 def build_context(
-    conn: Connection, connectors: dict[str, Connector], warnings: list[str]
+    conn: Connection, connectors: dict[str, Connector], warnings: list[str], *, full: bool = False
 ) -> Context:
-    fields = refresh_fields(conn, connectors)
+    fields = refresh_fields(conn, connectors, full=full)
     caps = {s: connectors[s].capabilities for s in (A, B)}
     options = Options(
         direction=conn.direction,
@@ -51,16 +55,36 @@ def build_context(
     )
 
 
-def refresh_fields(conn: Connection, connectors: dict[str, Connector]) -> Fields:
-    """Each side's fields by key, saved on its account when they changed."""
+def refresh_fields(
+    conn: Connection, connectors: dict[str, Connector], *, full: bool = False
+) -> Fields:
+    """Each side's fields by key, saved on its account when they changed.
+
+    The schema is read from the app on a full sync and when the account's
+    copy is older than ``DRIFTSYNC_SCHEMA_MAX_AGE`` (an hour by default);
+    otherwise the account's copy is handed to the connector, so an idle run
+    costs no schema request. A field deleted in the app within that hour
+    makes a write fail for that contact (with the app's reason), not the run.
+    """
     fields: Fields = {}
+    now = timezone.now()
+    max_age = dt.timedelta(seconds=settings.DRIFTSYNC_SCHEMA_MAX_AGE)
     for side in (A, B):
         account = conn.account(side)
+        fresh = account.checked_at is not None and now - account.checked_at < max_age
+        if fresh and account.schema and not full:
+            cached = account.schema_fields()
+            connectors[side].use_schema(cached)
+            fields[side] = {f.key: f for f in cached}
+            continue
         listed = connectors[side].fields()
         fields[side] = {f.key: f for f in listed}
         schema = Account.dump_schema(listed)
+        updates: dict[str, Any] = {"checked_at": now}
         if schema != account.schema:
-            Account.objects.filter(pk=account.pk).update(schema=schema)
+            updates["schema"] = schema
+        Account.objects.filter(pk=account.pk).update(**updates)
+        account.checked_at = now
     return fields
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from connectors.base import Connector, ContactWrite, WriteResult, normalize_email
 
+from ..locking import ClaimLost
 from ..models import Account, Connection, ContactLink, LinkStatus, WebhookEvent
 
 if TYPE_CHECKING:
@@ -128,9 +129,14 @@ class LiveWriter:
         save_links(changed, LINK_FIELDS)
 
     def commit_cursor(self, conn: Connection, side: str, cursor: str | None) -> None:
-        if cursor is None:
+        if cursor is None or cursor == conn.cursor(side):
             return
-        Connection.objects.filter(pk=conn.pk).update(**{f"cursor_{side}": cursor})
+        rows = Connection.objects.filter(pk=conn.pk)
+        if self.claim is not None:
+            # fenced: a worker that lost its claim does not move the new run's cursor
+            rows = rows.filter(running_since=self.claim.since)
+        if not rows.update(**{f"cursor_{side}": cursor}) and self.claim is not None:
+            raise ClaimLost(f"connection {conn.pk}: another worker took over the run")
         setattr(conn, f"cursor_{side}", cursor)
 
     def mark_inbox_processed(self, account: Account, upto: int) -> None:

@@ -310,6 +310,8 @@ class GoogleConnector(Connector):
     # -- schema -------------------------------------------------------------------
 
     def fields(self) -> list[Field]:
+        if self.schema_hint is not None:
+            return list(self.schema_hint)  # fresh from the last read
         keys = dict.fromkeys(_custom_keys(self.settings.get("custom_fields")))
         # reading every contact to find userDefined keys is too costly; one page will do
         page = self.client.list_connections(

@@ -326,6 +326,8 @@ class HubSpotConnector(Connector):
         return self._props
 
     def fields(self) -> list[Field]:
+        if self._fields is None and self.schema_hint is not None:
+            self._fields = list(self.schema_hint)  # fresh from the last read
         if self._fields is not None:
             return list(self._fields)
         props = self._properties()

@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..base import (
@@ -232,8 +231,6 @@ class MailchimpConnector(Connector):
     override_token_path: ClassVar[str] = "/oauth2/token"
     override_metadata_path: ClassVar[str] = "/oauth2/metadata"
     override_authorize_path: ClassVar[str] = "/oauth2/authorize"
-    #: concurrent member look-ups (Mailchimp allows 10 connections per account)
-    lookup_workers: ClassVar[int] = 4
 
     def __init__(
         self,
@@ -565,10 +562,7 @@ class MailchimpConnector(Connector):
 
     def _lookup(self, hashes: list[str]) -> list[dict[str, Any] | None]:
         client, list_id = self.client, self.list_id
-        if len(hashes) <= 1:
-            return [client.get_member(list_id, h) for h in hashes]
-        with ThreadPoolExecutor(max_workers=min(self.lookup_workers, len(hashes))) as pool:
-            return list(pool.map(lambda h: client.get_member(list_id, h), hashes))
+        return client.http.in_flight(lambda h: client.get_member(list_id, h), hashes)
 
     # -- writing -----------------------------------------------------------
 
@@ -576,6 +570,7 @@ class MailchimpConnector(Connector):
         self._ensure_schema()
         results: list[WriteResult | None] = [None] * len(writes)
         creates: list[tuple[int, ContactWrite, dict[str, Any]]] = []
+        updates: list[tuple[int, ContactWrite, dict[str, Any]]] = []
         for index, write in enumerate(writes):
             try:
                 merge_fields = self._merge_payload(write)
@@ -585,15 +580,32 @@ class MailchimpConnector(Connector):
             if write.id is None:
                 creates.append((index, write, merge_fields))
             else:
-                results[index] = self._update(write, merge_fields)
-        for chunk in chunked(creates, self.write_batch_size):
-            for index, result in self._create_batch(chunk):
+                updates.append((index, write, merge_fields))
+        # independent members: in flight together, up to the account's 10
+        # connections (held across every client of the account by its pacing)
+        http = self.client.http
+        for (index, _w, _m), result in zip(
+            updates, http.in_flight(lambda u: self._update(u[1], u[2]), updates)
+        ):
+            results[index] = result
+        for batch_results in http.in_flight(
+            self._create_batch, list(chunked(creates, self.write_batch_size))
+        ):
+            for index, result in batch_results:
                 results[index] = result
-        for index, write in enumerate(writes):
-            result = results[index]
-            assert result is not None
-            if result.ok and result.contact and (write.add_tags or write.remove_tags):
-                results[index] = self._apply_tags(write, result)
+        # tags after the member exists (created or updated above)
+        tagged = [
+            (index, write)
+            for index, write in enumerate(writes)
+            if (r := results[index]) is not None
+            and r.ok
+            and r.contact
+            and (write.add_tags or write.remove_tags)
+        ]
+        for (index, _w), result in zip(
+            tagged, http.in_flight(lambda t: self._apply_tags(t[1], results[t[0]]), tagged)
+        ):
+            results[index] = result
         return [r for r in results if r is not None]
 
     def _merge_payload(self, write: ContactWrite) -> dict[str, Any]:

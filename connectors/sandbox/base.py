@@ -171,6 +171,8 @@ class SandboxApp:
         self._windows: dict[str, deque[float]] = {}
         self._limit_lock = threading.Lock()
         self._in_flight = 0
+        #: most API requests in flight at once since the last reset (tests)
+        self.peak_in_flight = 0
         self._routes: list[tuple[str, re.Pattern[str], bool, str, Handler]] = []
         for attr in dir(type(self)):
             func = getattr(self, attr)
@@ -373,6 +375,16 @@ class SandboxApp:
         self.stats.clear()
         return {}
 
+    @route("GET", r"/_sandbox/in-flight", auth=False)
+    def _get_in_flight(self, request: Request) -> Any:
+        return {"now": self._in_flight, "peak": self.peak_in_flight}
+
+    @route("POST", r"/_sandbox/in-flight/reset", auth=False)
+    def _reset_in_flight(self, request: Request) -> Any:
+        with self._limit_lock:
+            self.peak_in_flight = self._in_flight
+        return {}
+
     @route("POST", r"/_sandbox/reset", auth=False)
     def _reset(self, request: Request) -> Any:
         with self.lock:
@@ -418,6 +430,7 @@ class SandboxApp:
             limit = self.config.concurrency_limit
             with self._limit_lock:
                 self._in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
                 over = bool(limit) and self._in_flight > limit
             try:
                 if over:

@@ -45,6 +45,14 @@ class Command(BaseCommand):
             default=0.2,
             help="share of the shared contacts whose phone is on one side only",
         )
+        parser.add_argument(
+            "--latency",
+            type=float,
+            default=0.0,
+            metavar="MS",
+            help="milliseconds every sandbox request takes; > 0 also turns on each app's "
+            "real limits and reports the latency floor",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument(
             "--no-raw", action="store_true", help="skip the raw replay (raw time floor)"
@@ -101,6 +109,7 @@ class Command(BaseCommand):
                     small=not opts["no_small"],
                     cleanup=not opts["keep"],
                     progress=say,
+                    latency_ms=opts["latency"],
                 )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

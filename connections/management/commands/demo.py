@@ -92,6 +92,9 @@ class Command(BaseCommand):
             "DRIFT_VERIFICATION_TOKEN": DEMO_VERIFICATION,
             "DEBUG": "true",
             "PUBLIC_URL": public,
+            # alerts print on the console: the demo has no mail server
+            "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+            "EMAIL_URL": "",
             # the task cluster's chatter would scroll the banner away
             "Q_LOG_LEVEL": os.environ.get("Q_LOG_LEVEL", "WARNING"),
         }
