@@ -267,7 +267,10 @@ class Connection(models.Model):
     #: the holder's last sign of life; a claim whose heartbeat stopped is free
     #: again after ``locking.stale_after()``
     heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
-    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
+    #: the token of the connection's webhook URL (``/webhooks/mailchimp/<token>/``)
+    webhook_secret = models.CharField(
+        max_length=64, default=new_webhook_secret, editable=False, unique=True
+    )
     owners = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -708,6 +711,9 @@ class WebhookEvent(models.Model):
         IGNORED = "ignored", "Ignored"
 
     source = models.CharField(max_length=40, choices=connector_choices)
+    #: who sent it, for the rate limit of rejected deliveries: the client
+    #: address (an IPv6 address by its /64), "" when unknown
+    client = models.CharField(max_length=64, blank=True)
     account = models.ForeignKey(
         Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events"
     )
@@ -730,7 +736,12 @@ class WebhookEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-pk"]
-        indexes = [models.Index(fields=["account", "status", "id"], name="webhook_account_status")]
+        indexes = [
+            models.Index(fields=["account", "status", "id"], name="webhook_account_status"),
+            # the rate limit of rejected deliveries, and the retention purge
+            models.Index(fields=["status", "client", "received_at"], name="webhook_status_client"),
+            models.Index(fields=["status", "received_at"], name="webhook_status_received"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.source} {self.event_type or 'event'} #{self.pk}"

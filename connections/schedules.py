@@ -9,6 +9,10 @@ delete signals, from ``manage.py ensure_schedules`` (which reconciles them
 all) and by the task itself when it finds its connection inactive. Schedule
 rows live in the same database, so a change is atomic with the save that
 caused it.
+
+One more schedule, ``driftsync-webhook-purge``, runs
+``connections.webhooks.purge_inbox`` daily (the inbox's retention);
+``reconcile`` (so ``ensure_schedules``) creates it when it is missing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ SCHEDULE_FUNC = "connections.tasks.scheduled_sync"
 NAME_PREFIX = "driftsync-connection-"
 #: django-q2 keeps ``minutes`` in a small integer
 MAX_MINUTES = 32767
+
+PURGE_NAME = "driftsync-webhook-purge"
+PURGE_FUNC = "connections.webhooks.purge_inbox"
 
 Outcome = Literal["created", "updated", "removed", "unchanged"]
 
@@ -98,9 +105,35 @@ def remove_schedule(connection_id: int) -> bool:
     return bool(deleted)
 
 
+def sync_purge_schedule() -> Outcome:
+    """The daily purge of the webhook inbox: created when missing, its
+    function put right; its timing is the admin's to change."""
+    with transaction.atomic():
+        rows = list(Schedule.objects.select_for_update().filter(name=PURGE_NAME).order_by("pk"))
+        if not rows:
+            Schedule.objects.create(
+                name=PURGE_NAME,
+                func=PURGE_FUNC,
+                schedule_type=Schedule.DAILY,
+                repeats=-1,
+                next_run=timezone.now(),
+            )
+            return "created"
+        schedule, extra = rows[0], rows[1:]
+        if extra:
+            Schedule.objects.filter(pk__in=[s.pk for s in extra]).delete()
+        if schedule.func == PURGE_FUNC and schedule.repeats == -1 and not extra:
+            return "unchanged"
+        schedule.func, schedule.repeats = PURGE_FUNC, -1
+        schedule.save(update_fields=["func", "repeats"])
+        return "updated"
+
+
 def reconcile() -> dict[str, int]:
     """Bring every connection's schedule in line; remove schedules of
-    connections that no longer exist. Idempotent."""
+    connections that no longer exist; make sure the inbox purge is
+    scheduled. Idempotent. The counts are the connections'."""
+    sync_purge_schedule()
     counts = {"created": 0, "updated": 0, "removed": 0, "unchanged": 0}
     known: set[str] = set()
     for connection in Connection.objects.order_by("pk"):

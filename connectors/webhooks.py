@@ -25,7 +25,7 @@ class Scope(enum.StrEnum):
     #: account (``Envelope.account_ref``) and carries a token from the
     #: ``secret_setting``. The engine reads such deliveries from the inbox.
     ACCOUNT = "account"
-    #: one URL per connection (``/webhooks/<app>/<connection id>/<secret>/``),
+    #: one URL per connection (``/webhooks/<app>/<secret>/``),
     #: the connection's ``webhook_secret`` in it. The delivery only triggers a
     #: run, which lists the changes itself: a run that succeeds has read it.
     CONNECTION = "connection"

@@ -6,8 +6,9 @@ development server's access log (``django.server``) print paths.
 ``MaskWebhookSecrets`` hides, in a record's message and its arguments:
 
 - every path segment after ``/webhooks/<app>/`` except short numeric ids
-  (today ``/webhooks/mailchimp/<connection id>/<secret>/``; the rule does
-  not depend on the exact route), and
+  (today ``/webhooks/mailchimp/<secret>/`` and the older
+  ``/webhooks/mailchimp/<connection id>/<secret>/``; the rule does not
+  depend on the exact route), and
 - the value of ``token=``, ``secret=`` and similar query parameters.
 """
 

@@ -154,6 +154,16 @@ SITE_ID = 1
 #: Public URL of this install, used to build webhook and OAuth callback URLs.
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 
+#: The webhook inbox's bounds (``connections/webhooks.py``): refused deliveries
+#: per client address (and from everyone) in the window, past which they get a
+#: 429 and are not stored; days processed/ignored and rejected ones are kept
+#: (0: kept forever) before the daily purge deletes them.
+WEBHOOK_REJECTED_PER_SOURCE = env.int("WEBHOOK_REJECTED_PER_SOURCE", default=60)
+WEBHOOK_REJECTED_TOTAL = env.int("WEBHOOK_REJECTED_TOTAL", default=600)
+WEBHOOK_REJECTED_WINDOW_MINUTES = env.int("WEBHOOK_REJECTED_WINDOW_MINUTES", default=10)
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+WEBHOOK_REJECTED_RETENTION_DAYS = env.int("WEBHOOK_REJECTED_RETENTION_DAYS", default=7)
+
 # --- email (alerts to each connection's owners, connections/alerts.py) ------
 # EMAIL_URL (smtp+tls://user:password@host:587, consolemail://, ...) or the
 # separate EMAIL_* variables; without either, DEBUG prints mails on the

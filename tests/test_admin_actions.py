@@ -289,6 +289,8 @@ def test_a_dry_run_that_did_not_start_says_so(admin_client, conn):
         id="a" * 32,
         name="sync",
         func="connections.tasks.run_sync",
+        args=(conn.pk,),
+        kwargs={"trigger": "manual", "dry_run": True, "full": False},
         started=timezone.now(),
         stopped=timezone.now(),
         success=True,

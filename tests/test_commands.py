@@ -279,7 +279,7 @@ def test_ensure_schedules_reports_and_is_idempotent(
     out = io.StringIO()
     call_command("ensure_schedules", stdout=out)
     assert out.getvalue().strip() == "Schedules: 1 created, 0 updated, 0 removed, 0 already right."
-    assert Schedule.objects.get().name == f"driftsync-connection-{conn.pk}"
+    assert Schedule.objects.filter(name=f"driftsync-connection-{conn.pk}").exists()
     out = io.StringIO()
     call_command("ensure_schedules", stdout=out)
     assert out.getvalue().strip() == "Schedules: 0 created, 0 updated, 0 removed, 1 already right."
@@ -302,7 +302,7 @@ def test_register_webhooks_registers_mailchimp_once_and_prints_the_drift_url(
         account_b=account,
         settings_b={"audience": audience},
     )
-    url = f"https://sync.example.com/webhooks/mailchimp/{conn.pk}/{conn.webhook_secret}/"
+    url = f"https://sync.example.com/webhooks/mailchimp/{conn.webhook_secret}/"
 
     def hooks() -> list[dict[str, Any]]:
         return mailchimp.api("GET", f"/lists/{audience}/webhooks")["webhooks"]
@@ -332,7 +332,25 @@ def test_register_webhooks_registers_mailchimp_once_and_prints_the_drift_url(
     out = io.StringIO()
     call_command("register_webhooks", str(conn.pk), stdout=out)
     assert "removed a stale Mailchimp webhook" in out.getvalue()
-    assert [h["url"] for h in hooks()] == [url.replace(conn.webhook_secret, "rotated-secret")]
+    url = url.replace(conn.webhook_secret, "rotated-secret")
+    assert [h["url"] for h in hooks()] == [url]
+
+    # a webhook registered with the old /<id>/<secret>/ URL is replaced; another
+    # connection's webhook on the same audience is left alone
+    other = Connection.objects.create(
+        name="other", account_a=make_account("drift"), account_b=account
+    )
+    mailchimp.api(
+        "POST",
+        f"/lists/{audience}/webhooks",
+        {"url": f"https://sync.example.com/webhooks/mailchimp/{conn.pk}/rotated-secret/"},
+    )
+    theirs = f"https://sync.example.com/webhooks/mailchimp/{other.webhook_secret}/"
+    mailchimp.api("POST", f"/lists/{audience}/webhooks", {"url": theirs})
+    out = io.StringIO()
+    call_command("register_webhooks", str(conn.pk), stdout=out)
+    assert "removed a stale Mailchimp webhook" in out.getvalue()
+    assert sorted(h["url"] for h in hooks()) == sorted([url, theirs])
 
 
 @pytest.mark.integration

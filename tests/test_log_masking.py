@@ -52,18 +52,20 @@ def test_a_refused_webhook_request_logs_no_secret(
     with caplog.at_level(logging.WARNING), handler_output("", "console") as console:
         # the right secret with a body Mailchimp would never send: 400
         bad = Client().post(
-            f"/webhooks/mailchimp/{connection.pk}/{secret}/?token=tok-123456789",
+            f"/webhooks/mailchimp/{secret}/?token=tok-123456789",
             data="nonsense=1",
             content_type="application/x-www-form-urlencoded",
         )
-        # a guessed secret: 403
-        guessed = Client().post(f"/webhooks/mailchimp/{connection.pk}/{wrong}/")
-    assert (bad.status_code, guessed.status_code) == (400, 403)
+        # a guessed secret: 404, on the URL and on the old-style one
+        guessed = Client().post(f"/webhooks/mailchimp/{wrong}/")
+        old_style = Client().post(f"/webhooks/mailchimp/{connection.pk}/{wrong}/")
+    assert (bad.status_code, guessed.status_code, old_style.status_code) == (400, 404, 404)
     captured = "\n".join(r.getMessage() for r in caplog.records)
     printed = console.getvalue()  # what the configured console handler wrote
     for logged in (captured, printed):
-        assert "Bad Request" in logged  # django.request spoke, for both answers
-        assert "Forbidden" in logged
+        assert "Bad Request" in logged  # django.request spoke, for every answer
+        assert "Not Found" in logged
+        assert f"/webhooks/mailchimp/{MASK}/" in logged
         assert f"/webhooks/mailchimp/{connection.pk}/{MASK}/" in logged
     logged = captured + printed
     assert secret not in logged
@@ -74,12 +76,12 @@ def test_a_refused_webhook_request_logs_no_secret(
 def test_the_servers_access_log_masks_the_secret(connection: Connection) -> None:
     secret = connection.webhook_secret
     server = SimpleNamespace(request=None, log_date_time_string=lambda: "01/Jan/2025 00:00:00")
-    line = f"POST /webhooks/mailchimp/{connection.pk}/{secret}/ HTTP/1.1"
+    line = f"POST /webhooks/mailchimp/{secret}/ HTTP/1.1"
     with handler_output("django.server", "django.server") as access_log:
         WSGIRequestHandler.log_message(server, '"%s" %s %s', line, "403", "31")
         WSGIRequestHandler.log_message(server, '"%s" %s %s', line, "200", "2")
     written = access_log.getvalue()
-    assert written.count(f"/webhooks/mailchimp/{connection.pk}/{MASK}/") == 2
+    assert written.count(f"/webhooks/mailchimp/{MASK}/") == 2
     assert secret not in written
 
 

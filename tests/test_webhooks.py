@@ -331,7 +331,7 @@ def mailchimp_connection(
 
 
 def mailchimp_url(conn: Connection, secret: str | None = None) -> str:
-    return f"/webhooks/mailchimp/{conn.pk}/{secret or conn.webhook_secret}/"
+    return f"/webhooks/mailchimp/{secret or conn.webhook_secret}/"
 
 
 def post_form(client: Client, url: str, body: str) -> Any:
@@ -377,7 +377,7 @@ def test_a_mailchimp_event_of_another_audience_is_ignored(
 
 @pytest.mark.parametrize(
     ("method", "status", "reason"),
-    [("get", 403, "Wrong secret"), ("post", 403, "Wrong secret")],
+    [("get", 404, "Unknown webhook URL"), ("post", 404, "Unknown webhook URL")],
 )
 def test_a_wrong_secret_is_refused_and_stored_as_rejected(
     client: Client,
@@ -387,7 +387,7 @@ def test_a_wrong_secret_is_refused_and_stored_as_rejected(
     status: int,
     reason: str,
 ) -> None:
-    url = mailchimp_url(mailchimp_connection, secret="guessed")
+    url = mailchimp_url(mailchimp_connection, secret="guessed-0123456789abcdef")
     if method == "get":
         response = client.get(url)
     else:
@@ -395,7 +395,8 @@ def test_a_wrong_secret_is_refused_and_stored_as_rejected(
     assert response.status_code == status
     assert reason in response.content.decode()
     event = WebhookEvent.objects.get()
-    assert (event.status, event.connection) == ("rejected", mailchimp_connection)
+    # a wrong secret names no connection: it looks like an unknown URL
+    assert (event.status, event.connection) == ("rejected", None)
     assert queued == []
 
 
@@ -404,7 +405,7 @@ def test_an_unknown_connection_is_a_404(client: Client, db: None, queued: list) 
         client, "/webhooks/mailchimp/999/abc/", fixture("mailchimp_unsubscribe.txt")
     )
     assert response.status_code == 404
-    assert "Unknown connection 999" in response.content.decode()
+    assert "Unknown webhook URL" in response.content.decode()
     assert WebhookEvent.objects.get().status == WebhookEvent.Status.REJECTED
 
 

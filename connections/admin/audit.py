@@ -20,6 +20,7 @@ from .. import actions
 from ..engine.trash import GUARD, pending_text
 from ..health import NO_REASON, NO_REASON_PARAM
 from ..models import Connection, ContactLink, LinkStatus, Side, SyncEvent, SyncRun, WebhookEvent
+from ..webhooks import REJECTED_EXCERPT, inbox_limits
 from .common import (
     CappedCountPaginator,
     ChangeRow,
@@ -477,6 +478,18 @@ class WebhookEventAdmin(AuditAdmin):
         "processed_at",
     ]
     readonly_fields = fields
+    change_list_template = "admin/connections/webhookevent/change_list.html"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser  # the inbox may be pruned, by a superuser only
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = {
+            **(extra_context or {}),
+            "inbox": inbox_limits(),
+            "excerpt": REJECTED_EXCERPT,
+        }
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="Body")
     def body_folded(self, event: WebhookEvent) -> str:

@@ -15,7 +15,13 @@ from django.contrib import messages
 from django.core.paginator import Page, Paginator
 from django.db.models import Case, CharField, Q, QuerySet, Value, When
 from django.db.models.functions import Cast, Concat
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -24,6 +30,7 @@ from django_q.models import Task
 
 from .. import actions
 from ..models import Connection, Side, SyncEvent, SyncRun
+from ..tasks import RUN_SYNC
 from .common import ChangeRow, change_rows, side_names
 from .operations import ConnectionOperations
 
@@ -62,6 +69,19 @@ PROBLEM_ACTIONS = [
 PREVIEW_LIMIT = 100
 #: how often a page waiting for a worker reloads itself
 REFRESH_SECONDS = 2
+
+
+def is_dry_run_of(task: Task, conn: Connection) -> bool:
+    """Is this django-q2 task a dry run of ``conn`` (``tasks.enqueue_sync``)?"""
+    args, kwargs = task.args or (), task.kwargs or {}
+    return (
+        task.func == RUN_SYNC
+        and isinstance(args, tuple | list)
+        and len(args) >= 1
+        and args[0] == conn.pk
+        and isinstance(kwargs, dict)
+        and kwargs.get("dry_run") is True
+    )
 
 
 @dataclass
@@ -194,10 +214,22 @@ class DryRunViews(ConnectionOperations):
             **extra,
         }
 
+    def _dry_run_task(self, request: HttpRequest, pk: int, task_id: str) -> tuple:
+        """The connection and its queued dry run's task (None while no
+        worker has finished it). 404 for anyone who may not change the
+        connection, and for a task that is not a dry run of this connection:
+        a task's result (a traceback, say) is shown to nobody else."""
+        conn = get_object_or_404(Connection.objects.select_related("account_a", "account_b"), pk=pk)
+        if not self.has_change_permission(request, conn):
+            raise Http404("No such dry run.")
+        task = Task.objects.filter(id=task_id).first()
+        if task is not None and not is_dry_run_of(task, conn):
+            raise Http404("No such dry run.")
+        return conn, task
+
     def dry_run_queued_view(self, request: HttpRequest, pk: int, task_id: str) -> HttpResponse:
         """Waits for the queued dry run to start, then shows its preview."""
-        conn = self._connection_for(request, pk, change=False)
-        task = Task.get_task(task_id)
+        conn, task = self._dry_run_task(request, pk, task_id)
         run = None
         if task is not None and task.success and isinstance(task.result, int):
             run = conn.runs.filter(pk=task.result, dry_run=True).first()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,14 +39,43 @@ KINDS = {
 }
 
 
+#: ids, event types and emails: no control characters (NUL above all: a
+#: database text column cannot hold it), and a sane length
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ID = 200
+MAX_EMAIL = 320
+
+
 def payload(body: bytes) -> dict[str, Any]:
     try:
         data: Any = json.loads(body or b"")
-    except ValueError as exc:
-        raise Malformed(f"Drift webhook body is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nested deeper than the decoder goes
+        reason = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+        raise Malformed(f"Drift webhook body is not JSON: {reason}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise Malformed('Drift webhook body is not an object with a "type"')
+    if not data["type"] or len(data["type"]) > 60 or _CONTROL.search(data["type"]):
+        raise Malformed('Drift webhook "type" is not an event name')
     return data
+
+
+def _id(value: Any, what: str, event_type: str) -> str:
+    """An id as Drift sends it: a number or a short string."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise Malformed(f"{what} is not an id", event_type=event_type)
+    text = str(value).strip()
+    if not text or len(text) > MAX_ID or _CONTROL.search(text):
+        raise Malformed(f"{what} is not an id", event_type=event_type)
+    return text
+
+
+def _email(value: Any, what: str, event_type: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_EMAIL or _CONTROL.search(value):
+        raise Malformed(f"{what} is not an email address", event_type=event_type)
+    return clean_text(value)
 
 
 def tokens(delivery: Delivery) -> tuple[str, str]:
@@ -54,12 +84,15 @@ def tokens(delivery: Delivery) -> tuple[str, str]:
 
 
 def org_id(data: Mapping[str, Any]) -> str | None:
-    """One Drift app URL serves every org that installed it: this says whose."""
+    """One Drift app URL serves every org that installed it: this says whose.
+    Raises ``Malformed`` when it is there but not an id."""
     inner = data.get("data")
     org = data.get("orgId")
     if org in (None, "") and isinstance(inner, dict):
         org = inner.get("orgId")
-    return str(org) if org not in (None, "") else None
+    if org in (None, ""):
+        return None
+    return _id(org, "orgId", str(data.get("type") or "")[:60])
 
 
 def verify(delivery: Delivery, expected: str) -> Envelope:
@@ -105,22 +138,31 @@ def parse(delivery: Delivery, settings: Mapping[str, Any] | None = None) -> Pars
             raise Malformed(
                 "Drift contact_updated webhook without an endUserId", event_type=event_type
             )
+        contact_id = _id(contact_id, "endUserId", event_type)
+        diff = record.get("diff")
+        if diff is not None and not isinstance(diff, list):
+            raise Malformed('Drift contact_updated "diff" is not a list', event_type=event_type)
         email = None
-        for change in record.get("diff") or []:
+        for change in diff or []:
             if isinstance(change, dict) and change.get("name") == "attributes.email":
-                email = clean_text(change.get("updated"))
-        event = ParsedEvent(kind, str(contact_id), email, occurred_at=occurred)
+                email = _email(change.get("updated"), "The updated email", event_type)
+        event = ParsedEvent(kind, contact_id, email, occurred_at=occurred)
         return Parsed(event_type, (event,))
     if "id" not in record:
         raise Malformed(f"Drift {event_type} webhook without a contact id", event_type=event_type)
+    contact_id = _id(record["id"], "The contact id", event_type)
     attributes = record.get("attributes")
     if "attributes" in record:
-        email = clean_text((attributes or {}).get("email"))
+        if attributes is not None and not isinstance(attributes, dict):
+            raise Malformed(
+                f'Drift {event_type} "attributes" is not an object', event_type=event_type
+            )
+        email = _email((attributes or {}).get("email"), "The contact's email", event_type)
     else:
-        email = clean_text(record.get("email"))
+        email = _email(record.get("email"), "The contact's email", event_type)
     event = ParsedEvent(
         kind,
-        str(record["id"]),
+        contact_id,
         email,
         occurred_at=occurred,
         record=record if "attributes" in record else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -35,6 +36,10 @@ CONTACT_EVENTS = {
     "cleaned": "updated",
 }
 MERGES = "data[merges]["
+#: event types and emails: no control characters (NUL above all: a database
+#: text column cannot hold it), and a sane length
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_EMAIL = 320
 
 
 def verify(delivery: Delivery, expected: str) -> Envelope:
@@ -57,6 +62,12 @@ def parse(delivery: Delivery, settings: Mapping[str, Any] | None = None) -> Pars
     event_type = fields.get("type", "")
     if not event_type:
         raise Malformed('no "type" field.')
+    if len(event_type) > 60 or _CONTROL.search(event_type):
+        raise Malformed('"type" is not an event name.')
+    for name in ("data[email]", "data[merges][EMAIL]", "data[new_email]", "data[old_email]"):
+        value = fields.get(name, "")
+        if len(value) > MAX_EMAIL or _CONTROL.search(value):
+            raise Malformed(f'"{name}" is not an email address.', event_type=event_type)
     if event_type == "upemail" and not fields.get("data[new_email]"):
         raise Malformed('upemail without "data[new_email]".', event_type=event_type)
     email = fields.get("data[email]") or fields.get("data[merges][EMAIL]")
@@ -65,7 +76,7 @@ def parse(delivery: Delivery, settings: Mapping[str, Any] | None = None) -> Pars
     audience = str((settings or {}).get("audience") or "")
     if audience and fields.get("data[list_id]") and fields["data[list_id]"] != audience:
         return Parsed(event_type)
-    occurred = _fired_at(fields.get("fired_at"))
+    occurred = _fired_at(fields.get("fired_at"), event_type)
     if event_type == "upemail":
         old, new = fields.get("data[old_email]"), fields["data[new_email]"]
         new_id = subscriber_hash(new)
@@ -103,16 +114,23 @@ def parse(delivery: Delivery, settings: Mapping[str, Any] | None = None) -> Pars
     return Parsed(event_type, (event,))
 
 
-def _fired_at(value: str | None) -> dt.datetime | None:
+def _fired_at(value: str | None, event_type: str = "") -> dt.datetime | None:
+    """Mailchimp's ``2009-03-26 21:35:57`` (UTC), or an ISO date and time; a
+    value that is neither (or outside what a UTC time can be) is malformed."""
     if not value:
         return None
     try:
         return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
     except ValueError:
-        try:
-            return parse_iso_datetime(value)
-        except ValueError:
-            return None
+        pass
+    try:
+        parsed = parse_iso_datetime(value)
+        if parsed is not None:
+            parsed.astimezone(dt.UTC)
+        return parsed
+    except (ValueError, OverflowError) as exc:
+        shown = _CONTROL.sub("?", value[:40])
+        raise Malformed(f'"fired_at" {shown!r} is not a date.', event_type=event_type) from exc
 
 
 WEBHOOKS = WebhookApp(

@@ -88,6 +88,12 @@ def test_without_an_expected_token_nothing_is_accepted() -> None:
         (b"[1, 2, 3]", 'not an object with a "type"'),
         (b'{"token": "vtok-123", "orgId": 1234, "data": {}}', 'not an object with a "type"'),
         (b'{"type": "contact_identified", "token": "vtok-123", "data": {"id": 1}}', "no orgId"),
+        (b'{"type": "contact_identified", "token": "vtok-123", "orgId": [1]}', "orgId is not"),
+        (b'{"type": "contact_identified", "token": "vtok-123", "orgId": "1\\u0000"}', "orgId"),
+        (b'{"type": "contact_identified", "token": "vtok-123", "orgId": true}', "orgId is not"),
+        (b'{"type": "x\\u0000", "token": "vtok-123", "orgId": 1}', "not an event name"),
+        (b'{"type": ""}', "not an event name"),
+        (b'{"type": "x", "data": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "nested too deeply"),
     ],
 )
 def test_a_malformed_envelope_is_refused(body: bytes, reason: str) -> None:
@@ -148,6 +154,18 @@ def test_conversation_events_parse_to_nothing() -> None:
         (b'{"type": "contact_identified", "orgId": 1, "data": 5}', "without a data object"),
         (b'{"type": "contact_identified", "orgId": 1, "data": {}}', "without a contact id"),
         (b"not json", "not JSON"),
+        (b'{"type": "contact_identified", "data": {"id": 1, "attributes": "x"}}', "attributes"),
+        (b'{"type": "contact_identified", "data": {"id": 1, "attributes": []}}', "attributes"),
+        (b'{"type": "contact_identified", "data": {"id": [1]}}', "contact id is not an id"),
+        (b'{"type": "contact_identified", "data": {"id": 1.5e300}}', "contact id is not an id"),
+        (b'{"type": "contact_identified", "data": {"id": 1, "email": 5}}', "not an email"),
+        (b'{"type": "contact_updated", "data": {"endUserId": 1, "diff": 5}}', '"diff"'),
+        (b'{"type": "contact_updated", "data": {"endUserId": "1\\u0000"}}', "endUserId"),
+        (
+            b'{"type": "contact_updated", "data": {"endUserId": 1, "diff": '
+            b'[{"name": "attributes.email", "updated": {"a": 1}}]}}',
+            "not an email",
+        ),
     ],
 )
 def test_a_malformed_event_is_refused(body: bytes, reason: str) -> None:

@@ -100,8 +100,17 @@ def test_an_event_type_we_do_not_sync_parses_to_nothing() -> None:
     assert (parsed.event_type, parsed.events) == ("campaign", ())
 
 
-def test_an_unreadable_fired_at_is_no_time_rather_than_an_error() -> None:
-    body = load("profile.form").replace(b"2009-03-26+21%3A31%3A21", b"yesterday")
+@pytest.mark.parametrize("fired_at", [b"yesterday", b"0001-01-01T00%3A00%3A00%2B01%3A00"])
+def test_a_fired_at_that_is_not_a_date_is_malformed(fired_at: bytes) -> None:
+    body = load("profile.form").replace(b"2009-03-26+21%3A31%3A21", fired_at)
+    with pytest.raises(Malformed) as refused:
+        webhooks.parse(delivery(body), AUDIENCE)
+    assert '"fired_at"' in refused.value.reason
+    assert refused.value.event_type == "profile"
+
+
+def test_a_delivery_without_fired_at_has_no_time() -> None:
+    body = load("profile.form").replace(b"fired_at=2009-03-26+21%3A31%3A21&", b"")
     [event] = webhooks.parse(delivery(body), AUDIENCE).events
     assert event.occurred_at is None
 
@@ -119,6 +128,9 @@ def test_an_unreadable_fired_at_is_no_time_rather_than_an_error() -> None:
         (b"type=upemail&data%5Bold_email%5D=a%40b.c", 'without "data[new_email]"', "upemail"),
         (b"\x00\x01 not a form", "not a form body", ""),
         (b"type=profile&\xff\xfe", "not a form body", ""),
+        (b"type=pro%00file", '"type" is not an event name', ""),
+        (b"type=unsubscribe&data%5Bemail%5D=a%00b%40c.d", "is not an email address", "unsubscribe"),
+        (b"type=upemail&data%5Bnew_email%5D=a%0Ab%40c.d", "is not an email address", "upemail"),
     ],
 )
 def test_a_malformed_delivery_is_refused(body: bytes, reason: str, event_type: str) -> None:

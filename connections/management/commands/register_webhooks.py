@@ -30,8 +30,23 @@ def public_url() -> str:
 
 
 def mailchimp_url(conn: Connection) -> str:
-    path = reverse("webhooks:mailchimp", args=[conn.pk, conn.webhook_secret])
+    path = reverse("webhooks:mailchimp", args=[conn.webhook_secret])
     return public_url() + path
+
+
+def is_stale(hook_url: str, conn: Connection) -> bool:
+    """A webhook of ours on the audience that no longer works: the old
+    ``<prefix><connection id>/<secret>/`` shape of this connection, or a
+    ``<prefix><token>/`` whose token no connection has (an old secret)."""
+    prefix = public_url() + reverse("webhooks:mailchimp", args=["x"])[:-2]
+    if not hook_url.startswith(prefix):
+        return False
+    segments = [s for s in hook_url[len(prefix) :].split("/") if s]
+    if len(segments) == 2:
+        return segments[0] == str(conn.pk)
+    if len(segments) == 1:
+        return not Connection.objects.filter(webhook_secret=segments[0]).exists()
+    return False
 
 
 def drift_url() -> str:
@@ -41,12 +56,13 @@ def drift_url() -> str:
 class Command(BaseCommand):
     help = (
         "Set up the webhooks of a connection (id or name), or of every connection with --all. "
-        "Mailchimp sides: registers <PUBLIC_URL>/webhooks/mailchimp/<id>/<secret>/ on the "
+        "Mailchimp sides: registers <PUBLIC_URL>/webhooks/mailchimp/<secret>/ on the "
         "side's audience for unsubscribe, profile, email-change and cleaned events made by "
         "users and admins (never by the API, so driftsync's own writes do not come back). "
         "Idempotent: it lists the audience's webhooks first, keeps ours, and removes ones "
-        "left behind with an old secret. Drift sides: Drift has one webhook URL per app, set "
-        "by hand in the app's settings on Drift; this prints it."
+        "left behind with an old secret or in the old /<id>/<secret>/ shape. Drift sides: "
+        "Drift has one webhook URL per app, set by hand in the app's settings on Drift; "
+        "this prints it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -88,7 +104,6 @@ class Command(BaseCommand):
         connector = account.build_connector(conn.side_settings(side))
         list_id = connector.list_id
         url = mailchimp_url(conn)
-        ours = public_url() + reverse("webhooks:mailchimp", args=[conn.pk, "x"])[:-2]
         shown = url.replace(conn.webhook_secret, "<secret>")
         found = False
         try:
@@ -102,8 +117,8 @@ class Command(BaseCommand):
             hook_url = str(hook.get("url") or "")
             if hook_url == url:
                 found = True
-            elif hook_url.startswith(ours):
-                # an earlier registration of this connection with an old secret
+            elif is_stale(hook_url, conn):
+                # an earlier registration of this connection (old secret or shape)
                 connector.client.delete_webhook(list_id, str(hook["id"]))
                 self.stdout.write(f'"{conn}": removed a stale Mailchimp webhook ({hook["id"]}).')
         if found:
