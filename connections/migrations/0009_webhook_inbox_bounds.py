@@ -20,7 +20,7 @@ def new_secrets_for_shared_ones(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0005_connection_owners_alert'),
+        ('connections', '0008_pacebucket'),
     ]
 
     operations = [
