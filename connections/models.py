@@ -728,6 +728,9 @@ class WebhookEvent(models.Model):
     new_contact_id = models.CharField(
         max_length=200, blank=True, help_text="email_changed: the contact's id after the change"
     )
+    #: when the app says the change happened (Drift's ``createdAt``), if the
+    #: delivery carries it: a Drift change's time for "most recent change wins"
+    occurred_at = models.DateTimeField(null=True, blank=True)
     email = models.CharField(max_length=320, blank=True, db_index=True)
     body = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)

@@ -319,6 +319,7 @@ def _fill(event: WebhookEvent, app: WebhookApp, parsed: Parsed) -> None:
     event.contact_id = (first.contact_id or "")[:200]
     event.new_contact_id = (first.new_contact_id or "")[:200]
     event.email = (first.email or "")[:320]
+    event.occurred_at = first.occurred_at
 
 
 def _for_account(event: WebhookEvent, account: Account) -> WebhookEvent:
@@ -330,6 +331,7 @@ def _for_account(event: WebhookEvent, account: Account) -> WebhookEvent:
         kind=event.kind,
         contact_id=event.contact_id,
         new_contact_id=event.new_contact_id,
+        occurred_at=event.occurred_at,
         email=event.email,
         body=event.body,
         status=event.status,

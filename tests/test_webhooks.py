@@ -482,3 +482,32 @@ def test_email_changes_stored_before_the_new_field_get_their_new_id(
     migration.backfill_new_contact_ids(apps, None)
     row.refresh_from_db()
     assert row.new_contact_id == subscriber_hash("new@example.com")
+
+
+@pytest.mark.integration
+def test_a_drift_delivery_keeps_the_time_drift_says_the_change_happened(
+    client, settings, make_account
+):
+    import datetime as dt
+    import json
+
+    from django.urls import reverse
+
+    settings.DRIFT_VERIFICATION_TOKEN = "tok"
+    make_account("drift", remote_id="21")
+    body = {
+        "type": "contact_identified",
+        "token": "tok",
+        "orgId": 21,
+        "createdAt": 1767225600000,  # 2026-01-01 00:00:00 UTC
+        "data": {"id": 5, "attributes": {"email": "ann@example.com"}},
+    }
+    response = client.post(
+        reverse("webhooks:drift"),
+        json.dumps(body),
+        content_type="application/json",
+        headers={"X-Verification-Token": "tok"},
+    )
+    assert response.status_code == 200, response.content
+    row = WebhookEvent.objects.get(contact_id="5")
+    assert row.occurred_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

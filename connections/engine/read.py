@@ -119,7 +119,7 @@ class Reader:
                 .exclude(status__in=[WebhookEvent.Status.REJECTED, WebhookEvent.Status.IGNORED])
                 .exclude(contact_id="")
                 .order_by("pk")
-                .values("pk", "kind", "contact_id", "received_at")[:INBOX_PAGE]
+                .values("pk", "kind", "contact_id", "received_at", "occurred_at")[:INBOX_PAGE]
             )
             if not events:
                 return
@@ -129,7 +129,10 @@ class Reader:
             for event in events:
                 received = event["received_at"]
                 cid = event["contact_id"]
-                changed_at[cid] = max(received, changed_at.get(cid, received))
+                # the change's time is the webhook's own (it cannot be later than
+                # its arrival), or its arrival when the delivery carries none
+                when = min(event["occurred_at"] or received, received)
+                changed_at[cid] = max(when, changed_at.get(cid, when))
                 if received > settled_before:
                     stalled = True
                     until = received + INBOX_SETTLE + dt.timedelta(seconds=1)

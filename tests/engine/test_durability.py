@@ -260,6 +260,30 @@ def test_a_drift_edit_before_the_other_apps_edit_loses_it(apps):
     assert "most recent change, in HubSpot" in conflict["note"]
 
 
+def test_a_drift_change_is_timed_by_its_webhook_not_by_a_late_arrival(apps):
+    """Drift made the change before HubSpot's edit, but its webhook arrived
+    after it (a retried delivery): the webhook's own time decides."""
+    drift, hubspot, conn, _cid, edited_at, delivery = conflict_world(apps)
+    WebhookEvent.objects.filter(pk=delivery.pk).update(
+        occurred_at=edited_at - dt.timedelta(minutes=2),
+        received_at=edited_at + dt.timedelta(minutes=3),
+    )
+    sync(conn)
+    assert hubspot.one("cat@example.com").fields["phone"] == "300"
+    assert drift.one("cat@example.com").fields["phone"] == "300"
+
+
+def test_a_drift_webhook_time_after_its_arrival_counts_as_its_arrival(apps):
+    """A clock that runs ahead cannot make a change newer than its delivery."""
+    _drift, hubspot, conn, _cid, edited_at, delivery = conflict_world(apps)
+    WebhookEvent.objects.filter(pk=delivery.pk).update(
+        occurred_at=edited_at + dt.timedelta(days=1),
+        received_at=edited_at - dt.timedelta(minutes=3),
+    )
+    sync(conn)
+    assert hubspot.one("cat@example.com").fields["phone"] == "300"
+
+
 # ------------------------------------------------------ a busy Drift inbox
 
 
