@@ -368,6 +368,12 @@ class Connector(ABC):
     def use_schema(self, fields: list[Field]) -> None:
         self.schema_hint = list(fields)
 
+    #: set by the engine: does another binding of this connection hold this id
+    #: of the app's? A connector that would redirect a write to another
+    #: contact (HubSpot: the contact that already has the email) asks first,
+    #: so it never writes one person's data over another synced person
+    bound_elsewhere: Callable[[str], bool] | None = None
+
     # -- reading ----------------------------------------------------------
 
     def changes(self, cursor: str | None, *, full: bool = False) -> Iterator[Page]:

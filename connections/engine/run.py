@@ -26,7 +26,7 @@ from connectors.base import AuthError, ConfigError, Connector, ConnectorError, n
 
 from .. import actions, alerts
 from ..locking import Claim
-from ..models import Connection, SyncRun
+from ..models import Connection, ContactLink, SyncRun
 from .apply import apply_writes
 from .batch import Batch, Counters, Pair, Pending, link_state
 from .context import A, B, other
@@ -99,6 +99,8 @@ class SyncRunner:
         assert self.run is not None
         conn, writer = self.conn, self.writer
         self.connectors = self.connectors or build_connectors(conn)
+        for side, connector in self.connectors.items():
+            connector.bound_elsewhere = bound_elsewhere(conn, side)
         self.ctx = build_context(conn, self.connectors, self.warnings, full=self.full)
         reader = Reader(conn, self.connectors, self.ctx, full=self.full, fresh_full=self.fresh_full)
         if self.fresh_full:
@@ -207,6 +209,15 @@ def unplannable(pair: Pair, old: LinkState | None, exc: Exception) -> Pending:
         state.email = normalize_email(pair.contact.email)
     plan = PairPlan(state, outcome=Outcome.FAILED)
     return Pending(pair.link, plan, old, error=f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def bound_elsewhere(conn: Connection, side: str) -> Callable[[str], bool]:
+    """Does a binding of this connection hold ``remote_id`` on ``side``?"""
+
+    def held(remote_id: str) -> bool:
+        return ContactLink.objects.filter(connection=conn, **{f"id_{side}": remote_id}).exists()
+
+    return held
 
 
 def run_connection(

@@ -957,7 +957,22 @@ class _WriteRun:
     def _update_holder(self, i: int, holder: str, refusal: PermanentError) -> None:
         """The email this update sets belongs to contact ``holder``: contacts
         match on email, so bind to that contact and write the change there
-        (retrying the same update would fail the same way forever)."""
+        (retrying the same update would fail the same way forever) — unless
+        another binding already holds that contact: then the two are
+        duplicates for a person to merge, and nothing is written over it."""
+        held = self.c.bound_elsewhere
+        if held is not None and held(holder):
+            self._reject(
+                i,
+                PermanentError(
+                    f"HubSpot contact {holder} already has the email "
+                    f"{self.props[i].get('email')} and is synced with another contact: "
+                    "the two are duplicates; merge them in HubSpot, or change one email",
+                    status=refusal.status,
+                    code=refusal.code,
+                ),
+            )
+            return
         try:
             record = self.client.update_contact(holder, self.props[i])
         except PermanentError as exc:

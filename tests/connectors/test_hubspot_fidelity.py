@@ -167,3 +167,24 @@ def test_an_update_to_an_email_another_contact_has_binds_to_that_contact(base: s
     assert result.contact.id == holder
     # the rest of the write landed on the contact that has the email
     assert connector.get_contacts([holder])[holder].fields["jobtitle"] == "CTO"
+
+
+def test_an_update_to_an_email_a_synced_contact_has_writes_nothing_over_it(base: str) -> None:
+    """The contact that has the email is synced with another person: the two
+    are duplicates for a person to merge, never one written over the other."""
+    holder = seed(base, email="taken@example.com", first_name="Holder")
+    other = seed(base, email="other@example.com")
+    connector = oauth_connector(base)
+    connector.bound_elsewhere = lambda remote_id: remote_id == holder
+    current = connector.get_contacts([other])[other]
+    write = ContactWrite(
+        other,
+        "taken@example.com",
+        {"email": "taken@example.com", "jobtitle": "CTO"},
+        current=current,
+    )
+    [result] = connector.write_contacts([write])
+    assert result.error is not None
+    assert f"HubSpot contact {holder} already has the email" in result.error.message
+    assert "merge them in HubSpot" in result.error.message
+    assert connector.get_contacts([holder])[holder].fields.get("jobtitle") in (None, "")
