@@ -5,23 +5,19 @@ audit runs and contacts but changes nothing. The audit tables are read-only
 and paginate without counting whole tables.
 
 One module a part of the UI: ``accounts``, ``connections`` (with its
-``operations`` and ``dry_run`` pages), ``rules`` and ``audit``; ``common``
+``operations`` and ``dry_run`` pages), ``rules``, and the audit: ``audit``
+(runs, events), ``links`` (contact links) and ``inbox`` (webhook deliveries); ``common``
 holds what they share. Python builds each page's context; the HTML is in
 ``templates/admin/connections/``. Importing this package registers them all.
 """
 
 from .accounts import AccountAdmin
-from .audit import (
-    AuditAdmin,
-    ContactLinkAdmin,
-    FailureReasonFilter,
-    SyncEventAdmin,
-    SyncRunAdmin,
-    WebhookEventAdmin,
-)
+from .audit import AuditAdmin, SyncEventAdmin, SyncRunAdmin
 from .common import CappedCountPaginator, changes_table, connector_oauth_provider, folded
 from .connections import ConnectionAdmin, FieldMappingInline
 from .dry_run import COUNTER_ORDER, PREVIEW_LIMIT, QUIET_ACTIONS, DiffRow
+from .inbox import WebhookEventAdmin
+from .links import ContactLinkAdmin, FailureReasonFilter
 from .operations import operation_url_name
 from .rules import ActionInline, ConditionInline, RuleAdmin, RuleInline
 
