@@ -26,7 +26,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ..base import (
@@ -597,20 +597,18 @@ class MailchimpConnector(Connector):
         # independent members: in flight together, up to the account's 10
         # connections (held across every client of the account by its pacing)
         http = self.client.http
+        Item = tuple[int, ContactWrite, dict[str, Any]]
+        tasks: list[tuple[Callable[[list[Item]], list[tuple[int, WriteResult]]], list[Item]]] = []
         batched = [u for u in updates if self._update_body(u[1], u[2])]
         if len(batched) >= self.batch_update_threshold:
-            for chunk in chunked(batched, MAX_OPERATIONS):
-                for index, result in self._update_batch(chunk):
-                    results[index] = result
-            updates = [u for u in updates if results[u[0]] is None]
-        for (index, _w, _m), result in zip(
-            updates, http.in_flight(lambda u: self._update(u[1], u[2]), updates)
-        ):
-            results[index] = result
-        for batch_results in http.in_flight(
-            self._create_batch, list(chunked(creates, self.write_batch_size))
-        ):
-            for index, result in batch_results:
+            # one batch per 500 updates; it runs at Mailchimp while the other
+            # requests below go (its polls hold no connection in between)
+            tasks += [(self._update_batch, chunk) for chunk in chunked(batched, MAX_OPERATIONS)]
+            updates = [u for u in updates if not self._update_body(u[1], u[2])]
+        tasks += [(self._update_one, [u]) for u in updates]
+        tasks += [(self._create_batch, chunk) for chunk in chunked(creates, self.write_batch_size)]
+        for task_results in http.in_flight(lambda t: t[0](t[1]), tasks):
+            for index, result in task_results:
                 results[index] = result
         # tags after the member exists (created or updated above)
         tagged = [
@@ -838,6 +836,11 @@ class MailchimpConnector(Connector):
         if status in (429,) or status >= 500 or status < 200:
             return WriteResult(write.ref, error=TransientError(message, status=status))
         return WriteResult(write.ref, error=ContactRejected(message, status=status))
+
+    def _update_one(
+        self, items: list[tuple[int, ContactWrite, dict[str, Any]]]
+    ) -> list[tuple[int, WriteResult]]:
+        return [(index, self._update(write, merge_fields)) for index, write, merge_fields in items]
 
     def _update(self, write: ContactWrite, merge_fields: dict[str, Any]) -> WriteResult:
         assert write.id is not None
