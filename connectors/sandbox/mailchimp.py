@@ -1567,7 +1567,8 @@ FACTS = SandboxFacts(
     unknown_id=member_hash("nobody-at-all@example.com"),
     create_route="POST /3.0/lists/{list_id}",
     # member by member: the batch subscribe would send a status, and the sync
-    # never changes a member's status
+    # never changes a member's status (50+ updates in one call go as PATCHes
+    # inside POST /batches, asynchronous: tests/connectors/test_mailchimp_batches.py)
     update_route="PATCH /3.0/lists/{list_id}/members/{hash}",
     update_batched=False,
     refused_write=ContactWrite(None, "not-an-email", {"email_address": "not-an-email"}, ref=0),
