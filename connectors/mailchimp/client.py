@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
 import re
+import tarfile
 from typing import Any
 
 import requests
 
-from ..base import AuthError, Credentials, NotFound, TransientError
+from ..base import AuthError, Credentials, NotFound, PermanentError, TransientError
 from ..hosts import check_destination, is_vendor_url
 from ..http import (
     CONNECT_TIMEOUT,
@@ -38,6 +41,11 @@ VENDOR_HOSTS = ("*.api.mailchimp.com", "login.mailchimp.com")
 #: largest ``count`` a collection endpoint accepts / largest batch subscribe
 MAX_COUNT = 1000
 MAX_BATCH = 500
+#: operations per ``POST /batches`` request (Mailchimp documents no cap; we
+#: keep batch requests the size of a batch subscribe)
+MAX_OPERATIONS = 500
+#: the largest results archive read (500 member answers are ~1 MB)
+MAX_ARCHIVE = 64 * 1024 * 1024
 
 #: the member keys a sync needs (``fields=`` keeps 100k-member reads small)
 MEMBER_FIELDS = (
@@ -291,6 +299,64 @@ class MailchimpClient:
             json={"tags": tags},
             stat_key="POST /lists/{list_id}/members/{hash}/tags",
         )
+
+    # -- batch operations -------------------------------------------------
+    # mailchimp.com/developer/marketing/api/batch-operations/start-batch-operation/
+    # and the guide .../guides/run-async-requests-batch-endpoint/ (the
+    # mailchimp-marketing SDK: ``batches.start`` / ``batches.status``)
+
+    def start_batch(self, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """``POST /batches``: ``[{method, path, body (a JSON string), operation_id}]``.
+        Answers at once with ``status: "pending"``; the work runs in the background."""
+        if len(operations) > MAX_OPERATIONS:
+            raise ValueError(f"at most {MAX_OPERATIONS} operations per batch")
+        return self.http.post_json("/batches", {"operations": operations}, stat_key="POST /batches")
+
+    def batch_status(self, batch_id: str) -> dict[str, Any]:
+        """``GET /batches/{id}``: ``status`` (pending, preprocessing, started,
+        finalizing, finished), ``total_operations``, ``finished_operations``,
+        ``errored_operations``, ``response_body_url`` once finished."""
+        return self.http.get_json(f"/batches/{batch_id}", stat_key="GET /batches/{batch_id}")
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Stops a batch that has not finished (its finished operations stay done)."""
+        self.http.request(
+            "DELETE", f"/batches/{batch_id}", ok=(404,), stat_key="DELETE /batches/{batch_id}"
+        )
+
+    def batch_results(self, url: str) -> list[dict[str, Any]]:
+        """The results archive of a finished batch: a gzip'd tar of JSON files,
+        each an array of ``{status_code, operation_id, response}`` where
+        ``response`` is the operation's JSON answer as a string.
+
+        The URL is a signed link to Mailchimp's file storage (not the API
+        host): it is fetched without the account's key."""
+        http = self.http
+        with http._stats_lock:
+            http.stats["GET batch results archive"] += 1
+        try:
+            response = http.session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"Mailchimp batch results could not be fetched: {exc}") from exc
+        if response.status_code != 200:
+            raise TransientError(
+                f"Mailchimp batch results could not be fetched: HTTP {response.status_code}",
+                status=response.status_code,
+            )
+        if len(response.content) > MAX_ARCHIVE:
+            raise PermanentError("Mailchimp batch results archive is too large to read")
+        out: list[dict[str, Any]] = []
+        try:
+            with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as archive:
+                for member in archive.getmembers():
+                    handle = archive.extractfile(member) if member.isfile() else None
+                    if handle is None or not member.name.endswith(".json"):
+                        continue
+                    rows = json.load(handle)
+                    out.extend(r for r in rows if isinstance(r, dict))
+        except (tarfile.TarError, OSError, ValueError, TypeError) as exc:
+            raise TransientError(f"Mailchimp batch results archive is unreadable: {exc}") from exc
+        return out
 
     # -- webhooks ---------------------------------------------------------
 

@@ -22,10 +22,11 @@ request per phase and returns nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ..base import (
@@ -48,6 +49,7 @@ from ..base import (
     PermanentError,
     Semantic,
     SideSetting,
+    TransientError,
     WriteResult,
     canonical_number,
     chunked,
@@ -64,6 +66,7 @@ from .client import (
     AUTHORIZE_URL,
     MAX_BATCH,
     MAX_COUNT,
+    MAX_OPERATIONS,
     METADATA_URL,
     TOKEN_URL,
     VENDOR_HOSTS,
@@ -203,7 +206,17 @@ class MailchimpConnector(Connector):
     write_batch_size = MAX_BATCH
     upsert_batches = True  # POST /lists/{id} with update_existing
     list_endpoints = frozenset({"GET /lists/{list_id}/members"})
-    batch_write_endpoints = frozenset({"POST /lists/{list_id}"})
+    batch_write_endpoints = frozenset({"POST /lists/{list_id}", "POST /batches"})
+    #: updates of existing members in one call from which they go through
+    #: batch operations (``POST /batches``) instead of one PATCH each: a batch
+    #: costs a request, a few status polls and the results archive, and
+    #: finishes after seconds, so few updates are quicker as PATCHes in flight
+    batch_update_threshold = 50
+    #: longest wait for a batch to finish; past it, its contacts fail (retried)
+    batch_max_wait = 300.0
+    #: first pause between status polls, doubling up to ``batch_poll_max``
+    batch_poll_first = 0.25
+    batch_poll_max = 5.0
     side_settings = (
         SideSetting(
             "audience",
@@ -584,14 +597,18 @@ class MailchimpConnector(Connector):
         # independent members: in flight together, up to the account's 10
         # connections (held across every client of the account by its pacing)
         http = self.client.http
-        for (index, _w, _m), result in zip(
-            updates, http.in_flight(lambda u: self._update(u[1], u[2]), updates)
-        ):
-            results[index] = result
-        for batch_results in http.in_flight(
-            self._create_batch, list(chunked(creates, self.write_batch_size))
-        ):
-            for index, result in batch_results:
+        Item = tuple[int, ContactWrite, dict[str, Any]]
+        tasks: list[tuple[Callable[[list[Item]], list[tuple[int, WriteResult]]], list[Item]]] = []
+        batched = [u for u in updates if self._update_body(u[1], u[2])]
+        if len(batched) >= self.batch_update_threshold:
+            # one batch per 500 updates; it runs at Mailchimp while the other
+            # requests below go (its polls hold no connection in between)
+            tasks += [(self._update_batch, chunk) for chunk in chunked(batched, MAX_OPERATIONS)]
+            updates = [u for u in updates if not self._update_body(u[1], u[2])]
+        tasks += [(self._update_one, [u]) for u in updates]
+        tasks += [(self._create_batch, chunk) for chunk in chunked(creates, self.write_batch_size)]
+        for task_results in http.in_flight(lambda t: t[0](t[1]), tasks):
+            for index, result in task_results:
                 results[index] = result
         # tags after the member exists (created or updated above)
         tagged = [
@@ -722,8 +739,8 @@ class MailchimpConnector(Connector):
             return WriteResult(write.ref, error=_per_contact(exc))
         return WriteResult(write.ref, contact=self.to_contact(member))
 
-    def _update(self, write: ContactWrite, merge_fields: dict[str, Any]) -> WriteResult:
-        assert write.id is not None
+    def _update_body(self, write: ContactWrite, merge_fields: dict[str, Any]) -> dict[str, Any]:
+        """The PATCH body of an update: merge fields and a new email, never a status."""
         body: dict[str, Any] = {}
         if merge_fields:
             body["merge_fields"] = merge_fields
@@ -731,6 +748,103 @@ class MailchimpConnector(Connector):
         current_email = write.current.email if write.current else write.email
         if new_email and normalize_email(new_email) != normalize_email(current_email):
             body["email_address"] = new_email
+        return body
+
+    def _update_batch(
+        self, chunk: list[tuple[int, ContactWrite, dict[str, Any]]]
+    ) -> list[tuple[int, WriteResult]]:
+        """Updates of existing members as one batch operations request: the
+        same PATCH each (no status), run by Mailchimp in the background; each
+        operation's answer comes back in the results archive with its own
+        status, so a member Mailchimp refuses fails alone."""
+        client = self.client
+        operations = []
+        for index, write, merge_fields in chunk:
+            assert write.id is not None
+            operations.append(
+                {
+                    "method": "PATCH",
+                    "path": f"/lists/{self.list_id}/members/{write.id}",
+                    "body": json.dumps(self._update_body(write, merge_fields)),
+                    "operation_id": str(index),
+                }
+            )
+
+        def everyone(error: ConnectorError) -> list[tuple[int, WriteResult]]:
+            return [(i, WriteResult(w.ref, error=error)) for i, w, _ in chunk]
+
+        try:
+            batch = client.start_batch(operations)
+            batch_id = str(batch.get("id") or "")
+            waited, pause = 0.0, self.batch_poll_first
+            while batch.get("status") != "finished":
+                if waited >= self.batch_max_wait:
+                    with contextlib.suppress(ConnectorError):
+                        client.delete_batch(batch_id)  # stop what has not run yet
+                    return everyone(
+                        TransientError(
+                            f"Mailchimp batch {batch_id} did not finish within "
+                            f"{self.batch_max_wait:.0f} s (status {batch.get('status')!r}); "
+                            "the update is sent again next run"
+                        )
+                    )
+                pause = min(pause, self.batch_max_wait - waited)
+                client.http.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, self.batch_poll_max)
+                batch = client.batch_status(batch_id)
+            rows = client.batch_results(str(batch.get("response_body_url") or ""))
+        except (AuthError, ConfigError):
+            raise
+        except NotFound as exc:  # the batch itself, not a member, is gone
+            return everyone(TransientError(f"Mailchimp batch failed: {exc}", status=404))
+        except ConnectorError as exc:
+            return everyone(_per_contact(exc))
+        by_op = {str(r.get("operation_id")): r for r in rows}
+        out: list[tuple[int, WriteResult]] = []
+        for index, write, _m in chunk:
+            row = by_op.get(str(index))
+            if row is None:
+                error: ConnectorError = TransientError(
+                    f"Mailchimp batch {batch_id} returned no result for this member"
+                )
+                out.append((index, WriteResult(write.ref, error=error)))
+                continue
+            out.append((index, self._batch_result(write, row)))
+        return out
+
+    def _batch_result(self, write: ContactWrite, row: dict[str, Any]) -> WriteResult:
+        status = int(row.get("status_code") or 0)
+        try:
+            answer = json.loads(row.get("response") or "null")
+        except ValueError:
+            answer = None
+        if 200 <= status < 300 and isinstance(answer, dict) and answer.get("id"):
+            return WriteResult(write.ref, contact=self.to_contact(answer))
+        message = f"HTTP {status}"
+        if isinstance(answer, dict):
+            message = str(answer.get("detail") or answer.get("title") or message)
+            field_errors = [
+                f"{e.get('field') or 'value'}: {e.get('message')}"
+                for e in answer.get("errors") or []
+                if isinstance(e, dict) and e.get("message")
+            ]
+            if field_errors:
+                message = f"{message} ({'; '.join(field_errors)})"
+        if status == 404:
+            return WriteResult(write.ref, error=NotFound(message, status=404))
+        if status in (429,) or status >= 500 or status < 200:
+            return WriteResult(write.ref, error=TransientError(message, status=status))
+        return WriteResult(write.ref, error=ContactRejected(message, status=status))
+
+    def _update_one(
+        self, items: list[tuple[int, ContactWrite, dict[str, Any]]]
+    ) -> list[tuple[int, WriteResult]]:
+        return [(index, self._update(write, merge_fields)) for index, write, merge_fields in items]
+
+    def _update(self, write: ContactWrite, merge_fields: dict[str, Any]) -> WriteResult:
+        assert write.id is not None
+        body = self._update_body(write, merge_fields)
         if not body and write.current is not None:
             return WriteResult(write.ref, contact=write.current)
         try:

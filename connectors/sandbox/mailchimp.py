@@ -1,7 +1,8 @@
 """A stateful fake of Mailchimp's Marketing API 3.0 (``https://<dc>.api.mailchimp.com/3.0``).
 
 Audiences (lists) with merge fields, members keyed by subscriber hash, tags,
-webhooks and the batch subscribe endpoint, plus the OAuth endpoints of
+webhooks, the batch subscribe endpoint and batch operations (``/batches``:
+asynchronous, results as a .tar.gz archive; see ``_start_batch``), plus the OAuth endpoints of
 ``login.mailchimp.com`` (``/oauth2/authorize``, ``/oauth2/token``,
 ``/oauth2/metadata``) under the same prefix. Errors are
 ``application/problem+json``.
@@ -22,8 +23,12 @@ import bisect
 import datetime as dt
 import functools
 import hashlib
+import io
+import json
 import re
 import secrets
+import tarfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -233,6 +238,22 @@ class _Audience:
     next_merge_id: int = 1
 
 
+@dataclass
+class _Batch:
+    """One ``POST /batches`` request, applied ``delay`` seconds after it came."""
+
+    id: str
+    operations: list[dict[str, Any]]
+    base_url: str
+    submitted: float
+    delay: float
+    submitted_at: str
+    completed_at: str = ""
+    results: list[dict[str, Any]] | None = None
+    archive: bytes = b""
+    cancelled: bool = False
+
+
 class _Invalid(Exception):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message)
@@ -248,6 +269,10 @@ class MailchimpConfig(SandboxConfig):
     tags_bump_last_changed: bool = False
     #: parse slashed dates in the audience's display format (kinder than reported)
     dates_follow_display_format: bool = False
+    #: seconds a ``POST /batches`` request takes to finish. Mailchimp runs
+    #: batches in the background ("pending" → "preprocessing" → "started" →
+    #: "finalizing" → "finished"); small ones take seconds there
+    batch_delay: float = 1.0
 
 
 class MailchimpSandbox(SandboxApp):
@@ -264,6 +289,9 @@ class MailchimpSandbox(SandboxApp):
         self.next_web_id = 100001
         self._last_stamp = 0
         self._floor = 0
+        for batch in getattr(self, "batches", {}).values():
+            batch.cancelled = True
+        self.batches: dict[str, _Batch] = {}
         audience = self._new_audience(DEFAULT_LIST_ID, DEFAULT_LIST_NAME)
         for tag, label, kind in (("FNAME", "First Name", "text"), ("LNAME", "Last Name", "text")):
             self._add_merge_field(audience, {"tag": tag, "name": label, "type": kind})
@@ -1160,6 +1188,171 @@ class MailchimpSandbox(SandboxApp):
             "_links": [],
         }
 
+    # -- batch operations ------------------------------------------------------
+    # mailchimp.com/developer/marketing/api/batch-operations/ and the guide
+    # mailchimp.com/developer/marketing/guides/run-async-requests-batch-endpoint/:
+    # operations [{method, path, params, body (a JSON string), operation_id}];
+    # the batch runs in the background; once "finished", response_body_url is a
+    # gzip'd tar of JSON files, each an array of {status_code, operation_id,
+    # response (the operation's JSON answer, as a string)}; an operation that
+    # fails is an error status in its own result, the others still run
+
+    @route("POST", r"/3\.0/batches", name="POST /3.0/batches")
+    def _start_batch(self, request: Request) -> Any:
+        body = request.json() or {}
+        operations = body.get("operations")
+        if not isinstance(operations, list):
+            raise HttpError(
+                400,
+                "The resource submitted could not be validated.",
+                errors=[{"field": "operations", "message": "This value should be an array."}],
+            )
+        for index, op in enumerate(operations):
+            problem = None
+            if not isinstance(op, dict):
+                problem = "Schema describes object"
+            elif str(op.get("method") or "") not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                problem = "method: Schema describes enum GET, POST, PUT, PATCH, DELETE"
+            elif not isinstance(op.get("path"), str) or not op["path"].startswith("/"):
+                problem = "path: Schema describes string (a relative path)"
+            elif "body" in op and not isinstance(op["body"], str):
+                problem = "body: Schema describes string, object found instead"
+            if problem:
+                raise HttpError(
+                    400,
+                    "The resource submitted could not be validated.",
+                    errors=[{"field": f"operations.{index}", "message": problem}],
+                )
+        batch = _Batch(
+            id=secrets.token_hex(5),
+            operations=operations,
+            base_url=request.base_url,
+            submitted=time.monotonic(),
+            delay=max(0.0, self.config.batch_delay),
+            submitted_at=_iso(int(time.time())),
+        )
+        self.batches[batch.id] = batch
+        answer = self._batch_body(batch)
+        if batch.delay <= 0:
+            self._finish_batch(batch)
+        else:
+            timer = threading.Timer(batch.delay, self._finish_batch_locked, (batch,))
+            timer.daemon = True
+            timer.start()
+        return answer
+
+    @route("GET", r"/3\.0/batches", name="GET /3.0/batches")
+    def _list_batches(self, request: Request) -> Any:
+        found = [self._batch_body(self._settle(b)) for b in list(self.batches.values())]
+        return {"batches": found, "total_items": len(found), "_links": []}
+
+    @route("GET", r"/3\.0/batches/(?P<batch_id>[^/]+)", name="GET /3.0/batches/{batch_id}")
+    def _get_batch(self, request: Request, batch_id: str) -> Any:
+        return self._batch_body(self._settle(self._find_batch(batch_id)))
+
+    @route("DELETE", r"/3\.0/batches/(?P<batch_id>[^/]+)", name="DELETE /3.0/batches/{batch_id}")
+    def _delete_batch(self, request: Request, batch_id: str) -> Response:
+        batch = self._find_batch(batch_id)
+        batch.cancelled = True  # stops it; the results of finished ones are gone
+        del self.batches[batch_id]
+        return Response(204)
+
+    # the archive lives elsewhere at Mailchimp (a signed storage URL, no API key)
+    @route(
+        "GET",
+        r"/batch-results/(?P<batch_id>[^/]+)\.tar\.gz",
+        auth=False,
+        name="GET batch results archive",
+    )
+    def _batch_archive(self, request: Request, batch_id: str) -> Response:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.results is None:
+            return Response(404, b"NoSuchKey", "application/xml")
+        return Response(200, batch.archive, "application/x-tar")
+
+    def _find_batch(self, batch_id: str) -> _Batch:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise HttpError(404, "The requested resource could not be found.")
+        return batch
+
+    def _settle(self, batch: _Batch) -> _Batch:
+        if batch.results is None and time.monotonic() - batch.submitted >= batch.delay:
+            self._finish_batch(batch)
+        return batch
+
+    def _batch_body(self, batch: _Batch) -> dict[str, Any]:
+        total = len(batch.operations)
+        if batch.results is not None:
+            status, finished = "finished", total
+            errored = sum(1 for r in batch.results if int(r["status_code"]) >= 400)
+        else:
+            share = (time.monotonic() - batch.submitted) / batch.delay if batch.delay else 1.0
+            stages = ((0.2, "pending"), (0.4, "preprocessing"), (0.8, "started"))
+            status = next((name for upto, name in stages if share < upto), "finalizing")
+            finished = 0 if share < 0.4 else min(total, int(total * (share - 0.4) / 0.4))
+            errored = 0
+        return {
+            "id": batch.id,
+            "status": status,
+            "total_operations": total,
+            "finished_operations": finished,
+            "errored_operations": errored,
+            "submitted_at": batch.submitted_at,
+            "completed_at": batch.completed_at,
+            "response_body_url": (
+                f"{batch.base_url}/batch-results/{batch.id}.tar.gz" if batch.results else ""
+            ),
+            "_links": [],
+        }
+
+    def _finish_batch_locked(self, batch: _Batch) -> None:
+        with self.lock:
+            self._finish_batch(batch)
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        if batch.results is not None or batch.cancelled:
+            return
+        results = [self._run_operation(batch.base_url, op) for op in batch.operations]
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for start in range(0, max(1, len(results)), 100):
+                data = json.dumps(results[start : start + 100]).encode()
+                info = tarfile.TarInfo(f"{batch.id}/{start // 100}.json")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        batch.archive = buffer.getvalue()
+        batch.completed_at = _iso(int(time.time()))
+        batch.results = results
+
+    def _run_operation(self, base_url: str, op: dict[str, Any]) -> dict[str, Any]:
+        """One operation as the API would answer it (no request of its own)."""
+        method, path = str(op["method"]), "/3.0" + str(op["path"])
+        params = op.get("params") if isinstance(op.get("params"), dict) else {}
+        query = {str(k): [str(v)] for k, v in params.items()}
+        body = str(op.get("body") or "").encode()
+        response: Response | None = None
+        for route_method, pattern, auth, _name, func in self._routes:
+            match = pattern.match(path)
+            if not match or route_method != method or not auth or path.startswith("/3.0/batches"):
+                continue
+            request = Request(method, path, query, {}, body, base_url)
+            request.params = match.groupdict()
+            try:
+                result = func(request, **request.params)
+            except HttpError as exc:
+                response = self.error(exc.status, exc.message, **exc.extra)
+            else:
+                response = result if isinstance(result, Response) else Response(200, result)
+            break
+        if response is None:
+            response = self.error(404, f"No such endpoint: {method} {path}")
+        return {
+            "status_code": response.status,
+            "operation_id": op.get("operation_id"),
+            "response": response.encode().decode() if response.body is not None else "",
+        }
+
     # -- webhooks --------------------------------------------------------------
 
     @route(
@@ -1374,7 +1567,8 @@ FACTS = SandboxFacts(
     unknown_id=member_hash("nobody-at-all@example.com"),
     create_route="POST /3.0/lists/{list_id}",
     # member by member: the batch subscribe would send a status, and the sync
-    # never changes a member's status
+    # never changes a member's status (50+ updates in one call go as PATCHes
+    # inside POST /batches, asynchronous: tests/connectors/test_mailchimp_batches.py)
     update_route="PATCH /3.0/lists/{list_id}/members/{hash}",
     update_batched=False,
     refused_write=ContactWrite(None, "not-an-email", {"email_address": "not-an-email"}, ref=0),
