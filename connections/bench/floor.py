@@ -31,6 +31,9 @@ from .world import World
 
 _TOKEN_RE = re.compile(rb'"(nextPageToken|nextSyncToken)"\s*:\s*"([^"]+)"')
 _AFTER_RE = re.compile(rb'"after"\s*:\s*"([^"]+)"')
+#: an asynchronous batch's id (Mailchimp ``POST /batches``): later polls and
+#: the results archive name it in their path
+_BATCH_RE = re.compile(rb'^\{"id"\s*:\s*"([^"]+)"')
 
 
 def pages(n: int, size: int) -> int:
@@ -84,6 +87,10 @@ class Recorder:
                 ]
                 tokens += [
                     ("after", m.group(1).decode()) for m in _AFTER_RE.finditer(response.content)
+                ]
+            elif method == "POST" and url.endswith("/batches") and response.content:
+                tokens = [
+                    ("batch", m.group(1).decode()) for m in _BATCH_RE.finditer(response.content)
                 ]
             pickle.dump(
                 (
@@ -148,6 +155,11 @@ class _Tokens:
         self.lock = threading.Lock()
 
     def url(self, url: str) -> str:
+        if self.map and "/batch" in url:  # a batch's polls and archive: its id in the path
+            with self.lock:
+                for old, new in self.map.items():
+                    if f"/{old}" in url:
+                        url = url.replace(f"/{old}", f"/{new}")
         if self.map and "?" in url:
             base, _, query = url.partition("?")
             pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
@@ -164,6 +176,7 @@ class _Tokens:
             (m.group(1).decode(), m.group(2).decode()) for m in _TOKEN_RE.finditer(response.content)
         ]
         fresh += [("after", m.group(1).decode()) for m in _AFTER_RE.finditer(response.content)]
+        fresh += [("batch", m.group(1).decode()) for m in _BATCH_RE.finditer(response.content)]
         with self.lock:
             for (kind, old), (kind2, new) in zip(tokens, fresh):
                 if kind == kind2:
@@ -182,6 +195,13 @@ def replay(records: list[tuple[Any, ...]], target: World, source: World) -> dict
     for _side, method, url, body, headers, tokens, status in prepared:
         url = tokens_map.url(url)
         response = session.request(method, url, data=body, headers=headers, timeout=120)
+        deadline = time.monotonic() + 30
+        while response.status_code == 404 and "batch-results" in url and status == 200:
+            # the app is still running the batch: any client waits for it too
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            response = session.request(method, url, data=body, headers=headers, timeout=120)
         if response.content:
             with contextlib.suppress(ValueError):
                 response.json()
