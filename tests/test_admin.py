@@ -159,7 +159,12 @@ def test_compatible_mappings_are_accepted_with_their_effective_direction(
     [
         ("flag", "count", "two_way", "a boolean field cannot be written into a number field"),
         ("created", "updated", "two_way", "“Updated” is read-only"),
-        ("score", "note", "b_to_a", "B → A cannot work: a text field cannot be written"),
+        (
+            "score",
+            "note",
+            "b_to_a",
+            "Google Contacts → HubSpot cannot work: a text field cannot",
+        ),
         ("email", "stage", "two_way", "cannot be mapped"),
         ("stage_small", "stage", "b_to_a", "options of “Stage” missing in “Stage”: customer"),
     ],
