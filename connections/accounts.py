@@ -60,7 +60,9 @@ def refresh_account(account: Account, *, user: Any = None) -> AccountInfo:
         raise AuthError(reason, status=exc.status, code=exc.code) from None
     except ConnectorError as exc:
         reason = _scrub(str(exc), account)
-        _record(account, status=Account.Status.ERROR, status_reason=reason, checked_at=now)
+        actions.record_account_check(
+            account, Account.Status.ERROR, reason, user=user, checked_at=now
+        )
         log.info("account %s check failed", account.pk)
         kind = PermanentError if exc.permanent else TransientError
         raise kind(reason, status=exc.status, code=exc.code) from None
@@ -69,13 +71,12 @@ def refresh_account(account: Account, *, user: Any = None) -> AccountInfo:
         "remote_id": str(info.remote_id),
         "schema": Account.dump_schema(fields),
         "options": {key: [list(choice) for choice in choices] for key, choices in options.items()},
-        "status": Account.Status.OK,
-        "status_reason": "",
-        "checked_at": now,
     }
     try:
         with transaction.atomic():
-            _record(account, **values)
+            actions.record_account_check(
+                account, Account.Status.OK, user=user, checked_at=now, **values
+            )
     except IntegrityError:
         other = (
             Account.objects.filter(
@@ -87,7 +88,9 @@ def refresh_account(account: Account, *, user: Any = None) -> AccountInfo:
             .first()
         )
         reason = f"This {account.get_connector_display()} account is already set up as “{other}”."
-        _record(account, status=Account.Status.ERROR, status_reason=reason, checked_at=now)
+        actions.record_account_check(
+            account, Account.Status.ERROR, reason, user=user, checked_at=now
+        )
         raise ConnectorError(reason) from None
     actions.account_recovered(account, user=user)
     return info

@@ -190,6 +190,48 @@ def mark_account_needs_reauth(account: Account, reason: str) -> bool:
     return bool(changed)
 
 
+def record_account_check(
+    account: Account,
+    status: str,
+    reason: str = "",
+    *,
+    user: Any = None,
+    checked_at: dt.datetime | None = None,
+    **values: Any,
+) -> bool:
+    """The result of "Test connection" (or of a run's check): the account
+    works (``Account.Status.OK``) or its app failed (``ERROR``, with the
+    reason). A refused credential goes through ``mark_account_needs_reauth``.
+    ``values`` (what the check read: ``remote_id``, ``schema``, ``options``)
+    are written in the same UPDATE, so a unique clash raises before anything
+    is stored. A change of status is written to the account's History.
+    Returns whether the status changed."""
+    if status not in (Account.Status.OK, Account.Status.ERROR):
+        raise ValueError(f"record_account_check: {status!r} is not a test result")
+    reason = (reason or "")[:REASON_LIMIT] if status == Account.Status.ERROR else ""
+    checked_at = checked_at or timezone.now()
+    before = account.status
+    with transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(
+            status=status, status_reason=reason, checked_at=checked_at, **values
+        )
+        account.status, account.status_reason, account.checked_at = status, reason, checked_at
+        for key, value in values.items():
+            setattr(account, key, value)
+        changed = before != status
+        if changed:
+            what = "Tested: it works." if status == Account.Status.OK else f"Test failed: {reason}"
+            _log(user, account, what)
+    return changed
+
+
+def credentials_replaced(account: Account) -> None:
+    """A person pasted a new token or key: whether it works is unknown until
+    it is tested. Sets the status on the row being saved (the admin form
+    saves it and writes its History)."""
+    account.status, account.status_reason = Account.Status.UNCHECKED, ""
+
+
 def account_recovered(account: Account, *, user: Any = None) -> list[Connection]:
     """The account works again (re-authorized with OAuth, or a new token
     passed "Test connection"): resume the connections that stopped because
@@ -313,11 +355,13 @@ def send_held_trash_tags(links: Iterable[ContactLink], *, user: Any) -> int:
 __all__ = [
     "NotReady",
     "account_recovered",
+    "credentials_replaced",
     "enqueue",
     "mark_account_needs_reauth",
     "mark_error",
     "mark_needs_reauth",
     "pause",
+    "record_account_check",
     "request_full_sync",
     "resume",
     "schedule_follow_up",

@@ -11,6 +11,7 @@ from django import forms
 from connectors import registry
 from connectors.base import Field, SideSetting
 
+from . import actions
 from .config import OPTIONS, option_support
 from .models import Account, Action, Condition, Connection, Direction, FieldMapping, Side
 
@@ -86,8 +87,7 @@ class AccountForm(forms.ModelForm):
             creds.expires_at = None
             account.set_credentials(creds)
             account.credential_kind = Account.CredentialKind.PASTED
-            account.status = Account.Status.UNCHECKED
-            account.status_reason = ""
+            actions.credentials_replaced(account)
         if commit:
             account.save()
         return account

@@ -49,7 +49,7 @@ CHART_TEMPLATE = "admin/connections/includes/chart.svg"
 
 @dataclass
 class State:
-    key: str  # scanning, syncing, listening, paused, needs_reauth, error
+    key: str  # draft, scanning, syncing, listening, paused, needs_reauth, error
     label: str
     reason: str = ""
     run: SyncRun | None = None
@@ -79,7 +79,7 @@ def account_problems(conn: Connection) -> list[AccountProblem]:
         if account.status in BROKEN_ACCOUNT:
             out.append(
                 AccountProblem(
-                    side=f"side {side.upper()}",
+                    side=conn.side_name(side),
                     account=account,
                     status=account.get_status_display(),
                     reason=account.status_reason,
@@ -149,6 +149,8 @@ def running_run(conn: Connection, now: dt.datetime | None = None) -> SyncRun | N
 
 
 def connection_state(conn: Connection, now: dt.datetime | None = None) -> State:
+    if conn.state == Connection.State.DRAFT:
+        return draft_state(conn, now)
     if conn.state == Connection.State.PAUSED:
         return State("paused", "Paused", conn.state_reason)
     if conn.state == Connection.State.NEEDS_REAUTH:
@@ -167,6 +169,20 @@ def connection_state(conn: Connection, now: dt.datetime | None = None) -> State:
             return State("scanning", f"Scanning every contact{what}", run=run, run_url=run_url(run))
         return State("syncing", f"Syncing{what}", run=run, run_url=run_url(run))
     return State("listening", "Listening for changes")
+
+
+def draft_state(conn: Connection, now: dt.datetime | None = None) -> State:
+    """Not started: nothing syncs until a person presses Start syncing. The
+    reason is the checklist's first missing step (a dry run may be going on)."""
+    from .readiness import checklist
+
+    run = running_run(conn, now)
+    if run is not None:
+        return State("syncing", "Dry run in progress", run=run, run_url=run_url(run))
+    missing = next((step for step in checklist(conn) if step.blocking), None)
+    if missing is None:
+        return State("draft", "Draft: not started", "ready: press Start syncing.")
+    return State("draft", "Draft: not started", f"{missing.name}: {missing.detail}")
 
 
 def last_synced(conn: Connection, now: dt.datetime | None = None) -> str:

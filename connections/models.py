@@ -538,6 +538,7 @@ class FieldMapping(models.Model):
             self.direction,
             _side_fields(conn, Side.A),
             _side_fields(conn, Side.B),
+            arrow=conn.arrow,
         )
 
 

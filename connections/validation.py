@@ -14,6 +14,8 @@ run's message what it skipped and why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.exceptions import ValidationError
 
 from connectors.base import Field, FieldType
@@ -30,8 +32,13 @@ def check_mapping(
     direction: str,
     fields_a: dict[str, Field],
     fields_b: dict[str, Field],
+    arrow: Callable[[str], str] | None = None,
 ) -> None:
+    """``arrow``: a direction in the apps' names (``Connection.arrow``);
+    without it, "A → B"."""
     from .models import Direction
+
+    arrow = arrow or _plain_arrow
 
     if not (key_a and key_b) or not (fields_a and fields_b):
         return
@@ -45,9 +52,13 @@ def check_mapping(
         )
         raise ValidationError(f"“{fa.label}” and “{fb.label}” cannot be mapped: {reasons}.")
     if direction == Direction.A_TO_B and not compat.a_to_b.allowed:
-        raise ValidationError(f"A → B cannot work: {compat.a_to_b.reason}.")
+        raise ValidationError(f"{arrow(Direction.A_TO_B)} cannot work: {compat.a_to_b.reason}.")
     if direction == Direction.B_TO_A and not compat.b_to_a.allowed:
-        raise ValidationError(f"B → A cannot work: {compat.b_to_a.reason}.")
+        raise ValidationError(f"{arrow(Direction.B_TO_A)} cannot work: {compat.b_to_a.reason}.")
+
+
+def _plain_arrow(direction: str) -> str:
+    return {"a_to_b": "A → B", "b_to_a": "B → A"}.get(direction, "A ↔ B")
 
 
 def _check_value(field: Field | None, raw: str, *, many: bool = False) -> None:

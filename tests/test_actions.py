@@ -69,6 +69,30 @@ def test_mark_error_cuts_a_long_reason(make_connection):
     assert len(conn.state_reason) == actions.REASON_LIMIT
 
 
+def test_an_account_test_result_is_recorded_and_a_change_is_in_its_history(make_account, boss):
+    account = make_account("hubspot", status=Account.Status.OK)
+    assert actions.record_account_check(account, Account.Status.OK, user=boss) is False
+    assert history(account) == []  # still working: nothing to tell
+    assert actions.record_account_check(account, "error", "HTTP 503 from api", user=boss)
+    account.refresh_from_db()
+    assert (account.status, account.status_reason) == ("error", "HTTP 503 from api")
+    assert actions.record_account_check(account, Account.Status.OK, remote_id="portal-9")
+    account.refresh_from_db()
+    assert (account.status, account.status_reason, account.remote_id) == ("ok", "", "portal-9")
+    assert history(account) == [
+        "Test failed: HTTP 503 from api",
+        "Tested: it works. (by driftsync)",
+    ]
+    with pytest.raises(ValueError, match="not a test result"):
+        actions.record_account_check(account, Account.Status.UNCHECKED)
+
+
+def test_a_pasted_token_makes_a_tested_account_unchecked(make_account):
+    account = make_account("hubspot", status=Account.Status.OK)
+    actions.credentials_replaced(account)
+    assert (account.status, account.status_reason) == (Account.Status.UNCHECKED, "")
+
+
 def test_account_needs_reauth_is_recorded_on_the_account(make_account, boss):
     account = make_account("google")
     assert actions.mark_account_needs_reauth(account, "invalid_grant") is True

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from connections.models import (
+    Account,
     Action,
     Condition,
     Connection,
@@ -159,7 +160,12 @@ def test_compatible_mappings_are_accepted_with_their_effective_direction(
     [
         ("flag", "count", "two_way", "a boolean field cannot be written into a number field"),
         ("created", "updated", "two_way", "“Updated” is read-only"),
-        ("score", "note", "b_to_a", "B → A cannot work: a text field cannot be written"),
+        (
+            "score",
+            "note",
+            "b_to_a",
+            "Google Contacts → HubSpot cannot work: a text field cannot",
+        ),
         ("email", "stage", "two_way", "cannot be mapped"),
         ("stage_small", "stage", "b_to_a", "options of “Stage” missing in “Stage”: customer"),
     ],
@@ -312,9 +318,11 @@ def test_a_pasted_token_is_write_only_and_blank_keeps_it(admin_client, conn):
     account.refresh_from_db()
     assert account.label == "renamed"
     assert account.get_credentials().api_key == SECRET
+    Account.objects.filter(pk=account.pk).update(status=Account.Status.OK)
     admin_client.post(change_url(account), data | {"secret": "new-secret-value-0001"})
     account.refresh_from_db()
     assert account.get_credentials().api_key == "new-secret-value-0001"
+    assert account.status == Account.Status.UNCHECKED  # until it is tested
     history = admin_client.get(reverse("admin:connections_account_history", args=[account.pk]))
     assert "new-secret-value-0001" not in history.content.decode()
 

@@ -65,6 +65,28 @@ def test_the_state_says_what_stops_the_connection_and_why(
     assert shown.reason == (reason or "no reason recorded")
 
 
+def test_a_draft_is_not_started_and_says_what_is_missing_first(make_account, make_connection):
+    a = make_account("hubspot", status="ok")
+    b = make_account("google", status="ok")
+    draft = make_connection(a, b, state=Connection.State.DRAFT)
+    shown = health.connection_state(draft, NOW)
+    assert (shown.key, shown.label) == ("draft", "Draft: not started")
+    assert shown.reason.startswith("Field mappings: ")
+    # an account never tested comes first: the checklist's order
+    b.status = "unchecked"
+    b.save()
+    draft.refresh_from_db()
+    shown = health.connection_state(draft, NOW)
+    assert shown.reason.startswith("Accounts: the Google Contacts account")
+
+
+def test_an_account_problem_names_the_app_not_the_side(make_account, make_connection):
+    broken = make_account("google", status="needs_reauth", status_reason="token revoked")
+    conn = make_connection(make_account("hubspot", status="ok"), broken)
+    (problem,) = health.account_problems(conn)
+    assert problem.side == "Google Contacts"
+
+
 def test_an_idle_active_connection_is_listening_for_changes(conn):
     run_on(conn, NOW - dt.timedelta(hours=1))
     assert health.connection_state(conn, NOW).key == "listening"

@@ -16,6 +16,7 @@ from connections.accounts import refresh_account
 from connections.models import Account
 from connectors.sandbox import SandboxServer, api_base_url, sandbox_class
 from connectors.sandbox.base import Request, SandboxApp, route
+from connectors.sandbox.control import SandboxControl
 
 pytestmark = pytest.mark.django_db
 
@@ -158,7 +159,7 @@ def test_test_connection_reports_a_revoked_token_as_needing_reauthorization(
 ):
     connect(admin_client, "hubspot")
     account = Account.objects.get(connector="hubspot")
-    requests.post(server.url("hubspot") + "/_sandbox/tokens/revoke", timeout=10)
+    SandboxControl.of(server, "hubspot", timeout=10).revoke_tokens()
     secret = account.get_credentials().access_token
     url = reverse("admin:connections_account_test", args=[account.pk])
     page = admin_client.post(url, follow=True).content.decode()

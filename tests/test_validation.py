@@ -42,8 +42,13 @@ def test_a_one_way_mapping_into_a_read_only_field_is_refused(conn):
     mapping = FieldMapping(
         connection=conn, field_a="firstname", field_b="id", direction=Direction.A_TO_B
     )
-    with pytest.raises(ValidationError, match="cannot work"):
+    with pytest.raises(ValidationError, match="'HubSpot → Mailchimp cannot work: "):
         mapping.full_clean()
+    back = FieldMapping(
+        connection=conn, field_a="id", field_b="firstname", direction=Direction.B_TO_A
+    )
+    with pytest.raises(ValidationError, match="'Mailchimp → HubSpot cannot work: "):
+        back.full_clean()
 
 
 def test_a_sound_mapping_passes(conn):

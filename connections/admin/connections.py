@@ -121,11 +121,11 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
         return [
             (None, {"fields": ["name"]}),
             (
-                f"Side A · {obj.side_name(Side.A)}",
+                obj.side_name(Side.A),
                 {"fields": ["account_a", *self._setting_names(request, obj, Side.A)]},
             ),
             (
-                f"Side B · {obj.side_name(Side.B)}",
+                obj.side_name(Side.B),
                 {"fields": ["account_b", *self._setting_names(request, obj, Side.B)]},
             ),
             ("How to sync", {"fields": sync}),

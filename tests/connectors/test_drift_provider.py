@@ -26,6 +26,7 @@ from connectors.drift.views import (
 )
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox_root(server: SandboxServer) -> Iterator[str]:
     root = api_base_url(server, "drift")
-    requests.post(f"{server.url('drift')}/_sandbox/reset", timeout=5)
+    SandboxControl.of(server, "drift", timeout=5).reset()
     providers = dict(settings.SOCIALACCOUNT_PROVIDERS)
     providers["drift"] = {
         "APP": {"client_id": "drift-client", "secret": "drift-secret"},
@@ -116,10 +117,8 @@ def test_connecting_drift_hands_the_tokens_and_org_to_allauth(
 def test_a_camel_case_token_answer_without_org_asks_token_info(
     staff_client: Client, sandbox_root: str, added: list[SocialLogin]
 ) -> None:
-    requests.post(
-        f"{sandbox_root}/_sandbox/org",
-        json={"token_keys": "camel", "org_in_token": False, "org_id": 777},
-        timeout=5,
+    SandboxControl(sandbox_root, key="drift", timeout=5).set_org(
+        token_keys="camel", org_in_token=False, org_id=777
     )
     _authorize, done = connect_drift(staff_client)
     assert done.status_code == 302, done.content[:500]

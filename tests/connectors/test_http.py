@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
 from connectors import sandbox
 from connectors.base import TransientError
 from connectors.http import HttpClient
+from connectors.sandbox.control import SandboxControl
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +18,13 @@ def server():
 
 
 def fail_with(server, status: int) -> None:
-    requests.post(
-        f"{server.url('google')}/_sandbox/config",
-        json={"error_rate": 1.0, "error_status": status},
-        timeout=5,
-    )
-    requests.post(f"{server.url('google')}/_sandbox/stats/reset", timeout=5)
+    control = SandboxControl.of(server, "google", timeout=5)
+    control.configure(error_rate=1.0, error_status=status)
+    control.reset_stats()
 
 
 def served(server, status: int) -> int:
-    stats = requests.get(f"{server.url('google')}/_sandbox/stats", timeout=5).json()
+    stats = SandboxControl.of(server, "google", timeout=5).stats()
     return stats.get(str(status), 0)
 
 
