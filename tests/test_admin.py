@@ -362,3 +362,16 @@ def test_admin_login_goes_through_allauth_and_a_password_works(admin_user):
     )
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_view_only_user_reads_the_connection_in_the_apps_names(view_only_user, conn):
+    conn.settings_b = {"contact_group": "contactGroups/friends"}
+    conn.save()
+    client = Client()
+    client.force_login(view_only_user)
+    page = client.get(change_url(conn)).content.decode()
+    a, b = conn.side_name("a"), conn.side_name("b")
+    assert f"{a} ↔ {b}" in page  # the direction
+    assert f"{a} wins" in page or f"{b} wins" in page or "Most recent change wins" in page
+    for engineer_words in ("Side A", "Side B", "Settings a", "Settings b", "A → B", "A ↔ B"):
+        assert engineer_words not in page, engineer_words

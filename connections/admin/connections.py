@@ -96,9 +96,73 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
         return [FieldMappingInline, RuleInline] if obj else []
 
     def _setting_names(self, request: HttpRequest, obj: Connection | None, side: str) -> list[str]:
-        if obj is None or not self.has_change_permission(request, obj):
+        if obj is None:
             return [f"settings_{side}"]
+        if not self.has_change_permission(request, obj):
+            return [f"settings_{side}_shown"]  # read-only: named, not raw JSON
         return [setting_field_name(side, s.key) for s in side_settings_of(obj.account(side))]
+
+    # -- what a view-only person reads: the same values, in the apps' names ------
+
+    #: fields a view-only person sees through a display of their own
+    SHOWN = {
+        "account_a": "account_a_shown",
+        "account_b": "account_b_shown",
+        "direction": "direction_shown",
+        "conflict_policy": "conflict_policy_shown",
+    }
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            fields += [*self.SHOWN.values(), "settings_a_shown", "settings_b_shown"]
+        return fields
+
+    def _shown_fieldsets(self, fieldsets: Any) -> Any:
+        return [
+            (title, {**opts, "fields": [self.SHOWN.get(f, f) for f in opts["fields"]]})
+            for title, opts in fieldsets
+        ]
+
+    @admin.display(description="Account")
+    def account_a_shown(self, obj: Connection) -> str:
+        return str(obj.account_a)
+
+    @admin.display(description="Account")
+    def account_b_shown(self, obj: Connection) -> str:
+        return str(obj.account_b)
+
+    @admin.display(description="Direction")
+    def direction_shown(self, obj: Connection) -> str:
+        return obj.arrow(obj.direction)
+
+    @admin.display(description="Conflict policy")
+    def conflict_policy_shown(self, obj: Connection) -> str:
+        policy = Connection.ConflictPolicy
+        if obj.conflict_policy == policy.MOST_RECENT:
+            return str(policy.MOST_RECENT.label)
+        winner = Side.A if obj.conflict_policy == policy.A_WINS else Side.B
+        return f"{obj.side_name(winner)} wins"
+
+    def _settings_shown(self, obj: Connection, side: str) -> str:
+        account = obj.account(side)
+        values = obj.side_settings(side)
+        parts = []
+        for setting in side_settings_of(account):
+            value = values.get(setting.key)
+            labels = {
+                str(v): str(label) for v, label in (account.options or {}).get(setting.key) or []
+            }
+            parts.append(f"{setting.label}: {labels.get(str(value), value) if value else '—'}")
+        return "; ".join(parts) or "—"
+
+    @admin.display(description="Settings")
+    def settings_a_shown(self, obj: Connection) -> str:
+        return self._settings_shown(obj, Side.A)
+
+    @admin.display(description="Settings")
+    def settings_b_shown(self, obj: Connection) -> str:
+        return self._settings_shown(obj, Side.B)
 
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
         if obj is None:
@@ -118,7 +182,7 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
         sync = ["direction", "conflict_policy", "avoid_duplicates"]
         if has_drift_side(obj):
             sync.append("drift_notice")
-        return [
+        fieldsets = [
             (None, {"fields": ["name"]}),
             (
                 obj.side_name(Side.A),
@@ -155,6 +219,9 @@ class ConnectionAdmin(HealthColumns, DryRunViews):
             ),
             ("Alerts", {"fields": ["owners"]}),
         ]
+        if not self.has_change_permission(request, obj):
+            return self._shown_fieldsets(fieldsets)
+        return fieldsets
 
     def get_form(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any) -> Any:
         fields = flatten_fieldsets(self.get_fieldsets(request, obj))
