@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
 from django.conf import settings
+
+from connectors.sandbox.control import SandboxControl
 
 #: sandbox setting -> the client pacing setting whose window it follows
 _WINDOWS = {
@@ -33,9 +34,6 @@ def realistic(control: Any, key: str = "", **extra: Any) -> dict[str, Any]:
     """Put the sandbox of ``control`` (a SandboxControl, or a sandbox root
     URL with ``key``) back to its app's defaults with the test windows."""
     if isinstance(control, str):
-        body = {**compressed_windows(key), **extra}
-        answer = requests.post(f"{control}/_sandbox/config/defaults", json=body, timeout=10)
-        answer.raise_for_status()
-        return answer.json()
+        control = SandboxControl(control, key=key)
     body = {**compressed_windows(key or control.key), **extra}
     return control.call("POST", "/config/defaults", body)

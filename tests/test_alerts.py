@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import requests
 from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
 from connections import actions, alerts
 from connections.models import Account, Alert, Connection, ContactLink, LinkStatus, SyncRun
+from connectors.sandbox.control import SandboxControl
 
 from .test_oauth_accounts import connect, oauth_settings, server  # noqa: F401
 
@@ -171,7 +171,7 @@ def test_a_new_token_that_passes_test_connection_resumes_the_connection(
     account = Account.objects.get(connector="hubspot")
     conn = make_connection(account, make_account("google"), state=State.NEEDS_REAUTH)
     test_url = reverse("admin:connections_account_test", args=[account.pk])
-    requests.post(server.url("hubspot") + "/_sandbox/tokens/revoke", timeout=10)
+    SandboxControl.of(server, "hubspot").revoke_tokens()
     admin_client.post(test_url)
     conn.refresh_from_db()
     assert conn.state == State.NEEDS_REAUTH

@@ -25,7 +25,7 @@ from connectors.base import (
 from connectors.drift import webhooks as drift_webhooks
 from connectors.drift.connector import DEFAULT_TAGS_ATTRIBUTE, LEGACY_TAGS, DriftConnector
 from connectors.registry import default_mappings
-from connectors.sandbox import api_base_url, serve
+from connectors.sandbox import serve
 from connectors.sandbox.base import SandboxServer
 from connectors.sandbox.control import SandboxControl
 from connectors.webhooks import Delivery
@@ -33,14 +33,6 @@ from tests.sandbox_limits import realistic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 PASTED_TOKEN = "drift-installed-app-token"
-
-
-class Control(SandboxControl):
-    """The sandbox's ``/_sandbox`` control API, and where its API lives."""
-
-    def __init__(self, server: SandboxServer) -> None:
-        super().__init__(server.url("drift"), key="drift", timeout=10)
-        self.base_url = api_base_url(server, "drift")
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +43,15 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def sandbox(server: SandboxServer) -> Control:
-    control = Control(server)
+def sandbox(server: SandboxServer) -> SandboxControl:
+    control = SandboxControl.of(server, "drift", timeout=10)
     control.call("POST", "/reset")
     realistic(control, "drift")
     return control
 
 
 @pytest.fixture
-def make(sandbox: Control) -> Callable[..., DriftConnector]:
+def make(sandbox: SandboxControl) -> Callable[..., DriftConnector]:
     def build(settings: dict[str, Any] | None = None, *, pasted: bool = False) -> DriftConnector:
         if pasted:
             credentials = Credentials(api_key=PASTED_TOKEN)
@@ -167,7 +159,7 @@ def test_side_options_offer_text_attributes_to_hold_tags(drift: DriftConnector) 
 
 
 def test_create_writes_attributes_and_tags_and_returns_the_contact_as_written(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     [result] = drift.write_contacts(
         [
@@ -199,7 +191,7 @@ def test_create_writes_attributes_and_tags_and_returns_the_contact_as_written(
 
 
 def test_dates_and_datetimes_travel_as_epoch_milliseconds(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = create(
         drift, "d@example.com", renewal_date="2024-05-01", last_demo_at="2024-05-01T10:30:00Z"
@@ -214,7 +206,7 @@ def test_dates_and_datetimes_travel_as_epoch_milliseconds(
 
 
 def test_creating_a_taken_email_returns_the_existing_contact(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     existing = sandbox.create(email="taken@example.com", first_name="Old", last_name="Timer")
     [result] = drift.write_contacts([ContactWrite(None, "Taken@Example.com", {"name": "New"})])
@@ -233,7 +225,7 @@ def test_a_rejected_contact_carries_drifts_own_message(drift: DriftConnector) ->
 
 
 def test_find_by_emails_lists_same_email_contacts_oldest_first(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     first = sandbox.create(email="dup@example.com", first_name="First")
     second = sandbox.create(email="DUP@example.com", first_name="Second")
@@ -244,7 +236,7 @@ def test_find_by_emails_lists_same_email_contacts_oldest_first(
 
 
 def test_get_contacts_leaves_out_ids_drift_no_longer_has(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     kept = sandbox.create(email="kept@example.com")
     gone = sandbox.create(email="gone@example.com")
@@ -255,7 +247,7 @@ def test_get_contacts_leaves_out_ids_drift_no_longer_has(
 
 
 def test_update_patches_only_the_attributes_that_changed(
-    drift: DriftConnector, sandbox: Control, monkeypatch: pytest.MonkeyPatch
+    drift: DriftConnector, sandbox: SandboxControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     contact_id = create(drift, "upd@example.com", name="Ann", phone="+1 555 0100")
     current = drift.get_contacts([contact_id])[contact_id]
@@ -282,7 +274,7 @@ def test_update_patches_only_the_attributes_that_changed(
 
 
 def test_an_unknown_attribute_becomes_a_custom_field(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = create(drift, "cf@example.com")
     drift.write_contacts([ContactWrite(contact_id, None, {"favourite_colour": "teal"})])
@@ -292,7 +284,7 @@ def test_an_unknown_attribute_becomes_a_custom_field(
 
 
 def test_legacy_tags_are_added_and_removed_through_drifts_tag_endpoints(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     # an org that still has tags, with these names defined in its settings
     sandbox.call("POST", "/org", {"legacy_tags": True})
@@ -318,7 +310,7 @@ def test_legacy_tags_are_added_and_removed_through_drifts_tag_endpoints(
 
 
 def test_tags_can_live_in_a_chosen_attribute_instead(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     drift = make({"tags_attribute": "industry"})
     contact_id = create(drift, "attr@example.com", tags={"b", "a"})
@@ -335,7 +327,7 @@ def test_tags_can_live_in_a_chosen_attribute_instead(
 
 
 def test_updating_a_deleted_contact_reports_it_not_found(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = create(drift, "del@example.com")
     sandbox.call("DELETE", f"/contacts/{contact_id}")
@@ -348,7 +340,7 @@ def test_updating_a_deleted_contact_reports_it_not_found(
 
 
 def test_rate_limited_requests_wait_for_retry_after_and_succeed(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = sandbox.create(email="rl@example.com")
     sandbox.call("POST", "/config", {"rate_limit": 1, "rate_window": 2.0})
@@ -357,7 +349,7 @@ def test_rate_limited_requests_wait_for_retry_after_and_succeed(
     assert sandbox.stats()["429"] >= 1
 
 
-def test_server_errors_are_retried(drift: DriftConnector, sandbox: Control) -> None:
+def test_server_errors_are_retried(drift: DriftConnector, sandbox: SandboxControl) -> None:
     drift.http.max_attempts = 10  # at 30% failures, ten misses in a row never happen
     sandbox.call("POST", "/config", {"error_rate": 0.3})
     ids = [create(drift, f"e{i}@example.com") for i in range(30)]
@@ -367,7 +359,7 @@ def test_server_errors_are_retried(drift: DriftConnector, sandbox: Control) -> N
 
 
 def test_an_expired_token_is_refreshed_once_and_the_call_succeeds(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = sandbox.create(email="exp@example.com")
     old = drift.http.credentials.access_token
@@ -378,13 +370,13 @@ def test_an_expired_token_is_refreshed_once_and_the_call_succeeds(
 
 
 def test_check_after_expiry_asks_token_info_with_the_fresh_token(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     sandbox.call("POST", "/tokens/expire")
     assert drift.check().remote_id == "1234"
 
 
-def test_a_revoked_token_is_an_auth_error(drift: DriftConnector, sandbox: Control) -> None:
+def test_a_revoked_token_is_an_auth_error(drift: DriftConnector, sandbox: SandboxControl) -> None:
     contact_id = sandbox.create(email="rev@example.com")
     sandbox.call("POST", "/tokens/revoke")
     with pytest.raises(AuthError):
@@ -393,7 +385,7 @@ def test_a_revoked_token_is_an_auth_error(drift: DriftConnector, sandbox: Contro
         drift.write_contacts([ContactWrite(None, "new@example.com", {})])
 
 
-def test_errors_carry_drifts_message(drift: DriftConnector, sandbox: Control) -> None:
+def test_errors_carry_drifts_message(drift: DriftConnector, sandbox: SandboxControl) -> None:
     with pytest.raises(PermanentError) as caught:
         drift.client.http.get_json("/contacts")
     assert "email" in caught.value.message
@@ -452,7 +444,7 @@ def test_a_malformed_webhook_is_a_permanent_error(drift: DriftConnector, body: b
 
 
 def test_sandbox_webhooks_round_trip_through_the_parser(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     sandbox.call("POST", "/webhooks", {"url": "http://127.0.0.1:9/hook", "token": "vt"})
     contact_id = sandbox.call("POST", "/identify", {"email": "chat@example.com", "name": "Chat"})[
@@ -481,7 +473,7 @@ def test_sandbox_webhooks_round_trip_through_the_parser(
     assert diff == [{"name": "attributes.title", "previous": None, "updated": "CTO"}]
 
 
-def test_identify_finds_a_known_contact_instead_of_creating_one(sandbox: Control) -> None:
+def test_identify_finds_a_known_contact_instead_of_creating_one(sandbox: SandboxControl) -> None:
     known = sandbox.create(email="known@example.com")
     assert sandbox.call("POST", "/identify", {"email": "KNOWN@example.com"})["id"] == known
     assert len(sandbox.call("GET", "/contacts")["contacts"]) == 1
@@ -491,7 +483,7 @@ def test_identify_finds_a_known_contact_instead_of_creating_one(sandbox: Control
 
 
 def test_sandbox_payloads_have_drifts_documented_keys(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     contact_id = create(drift, "shape@example.com", name="Shape")
     headers = {"Authorization": f"Bearer {drift.http.credentials.access_token}"}
@@ -530,7 +522,7 @@ def test_sandbox_payloads_have_drifts_documented_keys(
 
 
 def test_sandbox_token_endpoint_takes_form_or_json_and_both_key_styles(
-    sandbox: Control,
+    sandbox: SandboxControl,
 ) -> None:
     issued = sandbox.call("POST", "/tokens")
     url = f"{sandbox.base_url}/oauth2/token"
@@ -546,7 +538,9 @@ def test_sandbox_token_endpoint_takes_form_or_json_and_both_key_styles(
     assert camel["orgId"] == 99
 
 
-def test_refresh_takes_a_camel_case_token_answer(drift: DriftConnector, sandbox: Control) -> None:
+def test_refresh_takes_a_camel_case_token_answer(
+    drift: DriftConnector, sandbox: SandboxControl
+) -> None:
     sandbox.call("POST", "/org", {"token_keys": "camel"})
     contact_id = sandbox.create(email="camel@example.com")
     sandbox.call("POST", "/tokens/expire")
@@ -554,7 +548,7 @@ def test_refresh_takes_a_camel_case_token_answer(drift: DriftConnector, sandbox:
 
 
 def test_sandbox_allows_a_second_contact_with_an_email_when_it_has_an_external_id(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     first = create(drift, "ext@example.com")
     second = create(drift, "ext@example.com", externalId="crm-42")
@@ -567,7 +561,7 @@ def test_sandbox_allows_a_second_contact_with_an_email_when_it_has_an_external_i
 
 
 def test_sandbox_seeds_and_finds_thousands_of_contacts_quickly(
-    drift: DriftConnector, sandbox: Control
+    drift: DriftConnector, sandbox: SandboxControl
 ) -> None:
     people = [{"email": f"p{i}@example.com", "first_name": f"P{i}"} for i in range(20000)]
     started = time.monotonic()

@@ -19,23 +19,10 @@ import requests
 
 from connectors.base import ConfigError, ContactWrite, Credentials
 from connectors.drift.connector import DriftConnector
-from connectors.sandbox import api_base_url, serve
+from connectors.sandbox import serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 from tests.sandbox_limits import realistic
-
-
-class Control:
-    def __init__(self, server: SandboxServer) -> None:
-        self.root = server.url("drift")
-        self.base_url = api_base_url(server, "drift")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.root}/_sandbox{path}", json=body, timeout=10)
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
-    def native(self, contact_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/contacts/{contact_id}")
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +33,15 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def sandbox(server: SandboxServer) -> Control:
-    control = Control(server)
+def sandbox(server: SandboxServer) -> SandboxControl:
+    control = SandboxControl.of(server, "drift", timeout=10)
     control.call("POST", "/reset")
     realistic(control, "drift")
     return control
 
 
 @pytest.fixture
-def make(sandbox: Control) -> Callable[..., DriftConnector]:
+def make(sandbox: SandboxControl) -> Callable[..., DriftConnector]:
     def build(settings: dict[str, Any] | None = None) -> DriftConnector:
         issued = sandbox.call("POST", "/tokens")
         credentials = Credentials(
@@ -69,7 +56,7 @@ def make(sandbox: Control) -> Callable[..., DriftConnector]:
     return build
 
 
-def _raw(sandbox: Control, method: str, path: str, body: Any) -> requests.Response:
+def _raw(sandbox: SandboxControl, method: str, path: str, body: Any) -> requests.Response:
     token = sandbox.call("POST", "/tokens")["access_token"]
     return requests.request(
         method,
@@ -84,7 +71,7 @@ def _raw(sandbox: Control, method: str, path: str, body: Any) -> requests.Respon
 
 
 def test_sandbox_refuses_a_tag_name_the_org_does_not_know_with_contact_9(
-    sandbox: Control,
+    sandbox: SandboxControl,
 ) -> None:
     cid = sandbox.call("POST", "/contacts", {"email": "t@example.com"})["id"]
     response = _raw(sandbox, "POST", f"/contacts/{cid}/tags", [{"name": "VIP"}])
@@ -94,7 +81,7 @@ def test_sandbox_refuses_a_tag_name_the_org_does_not_know_with_contact_9(
     assert _raw(sandbox, "POST", f"/contacts/{cid}/tags", [{"name": "VIP"}]).ok
 
 
-def test_sandbox_refuses_null_attribute_values(sandbox: Control) -> None:
+def test_sandbox_refuses_null_attribute_values(sandbox: SandboxControl) -> None:
     cid = sandbox.call("POST", "/contacts", {"email": "n@example.com", "phone": "1"})["id"]
     response = _raw(sandbox, "PATCH", f"/contacts/{cid}", {"attributes": {"phone": None}})
     assert response.status_code == 400
@@ -106,7 +93,7 @@ def test_sandbox_refuses_null_attribute_values(sandbox: Control) -> None:
 
 
 def test_tags_live_in_the_driftsync_tags_attribute_by_default(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     drift = make()
     [made] = drift.write_contacts(
@@ -136,7 +123,7 @@ def test_tags_live_in_the_driftsync_tags_attribute_by_default(
 
 
 def test_a_person_tagging_in_drift_is_read_from_the_attribute(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     cid = sandbox.call("POST", "/contacts", {"email": "p@example.com", "tags": ["lead"]})["id"]
     assert make().get_contacts([cid])[cid].tags == {"lead"}
@@ -153,7 +140,7 @@ def test_a_tag_with_a_comma_is_refused_for_that_contact_only(
 
 
 def test_a_legacy_tag_drift_refuses_is_a_connection_error_naming_the_tag(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     from connectors.drift.connector import LEGACY_TAGS
 
@@ -168,7 +155,7 @@ def test_a_legacy_tag_drift_refuses_is_a_connection_error_naming_the_tag(
 
 
 def test_legacy_tags_work_where_the_org_still_has_them(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     from connectors.drift.connector import LEGACY_TAGS
 
@@ -185,7 +172,7 @@ def test_legacy_tags_work_where_the_org_still_has_them(
 
 
 def test_clearing_a_value_sends_an_empty_string_not_null(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     drift = make()
     cid = sandbox.call(
@@ -208,7 +195,7 @@ def test_clearing_a_value_sends_an_empty_string_not_null(
 
 
 def test_cql_source_is_a_field_kept_in_a_custom_attribute(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     drift = make()
     fields = {f.key: f for f in drift.fields()}
@@ -223,7 +210,7 @@ def test_cql_source_is_a_field_kept_in_a_custom_attribute(
 
 
 def test_an_org_attribute_labelled_lead_source_is_used_for_cql_source(
-    make: Callable[..., DriftConnector], sandbox: Control
+    make: Callable[..., DriftConnector], sandbox: SandboxControl
 ) -> None:
     sandbox.call("POST", "/attributes", {"name": "lead_source_c", "displayName": "Lead Source"})
     fields = {f.key: f for f in make().fields()}

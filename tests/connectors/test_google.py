@@ -23,6 +23,7 @@ from connectors.base import (
 from connectors.google.connector import GoogleConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl, SandboxControlError
 from tests.sandbox_limits import realistic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "google"
@@ -38,7 +39,7 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def root(server: SandboxServer) -> Iterator[str]:
     url = server.url("google")
-    requests.post(f"{url}/_sandbox/reset", timeout=5)
+    SandboxControl(url).call("POST", "/reset")
     realistic(url, "google")
     yield url
     realistic(url, "google")
@@ -47,7 +48,7 @@ def root(server: SandboxServer) -> Iterator[str]:
 def connect(
     server: SandboxServer, root: str, settings: dict[str, Any] | None = None
 ) -> GoogleConnector:
-    token = requests.post(f"{root}/_sandbox/tokens", json={}, timeout=5).json()
+    token = SandboxControl(root).call("POST", "/tokens", {})
     connector = GoogleConnector(
         Credentials(
             access_token=token["access_token"],
@@ -71,13 +72,11 @@ def seed(root: str, count: int, **extra: Any) -> list[str]:
         {"email": f"person{n}@example.com", "first_name": f"First{n}", "last_name": "Last", **extra}
         for n in range(count)
     ]
-    return requests.post(
-        f"{root}/_sandbox/contacts/bulk", json={"contacts": people}, timeout=30
-    ).json()["ids"]
+    return SandboxControl(root).call("POST", "/contacts/bulk", {"contacts": people})["ids"]
 
 
 def stats(root: str) -> dict[str, int]:
-    return requests.get(f"{root}/_sandbox/stats", timeout=5).json()
+    return SandboxControl(root).call("GET", "/stats")
 
 
 def read_all(google: GoogleConnector, cursor: str | None = None) -> tuple[list, str | None]:
@@ -121,8 +120,8 @@ def test_an_incremental_read_returns_only_changes_and_deletions(
 ) -> None:
     ids = seed(root, 5)
     _, cursor = read_all(google)
-    requests.patch(f"{root}/_sandbox/contacts/{ids[1]}", json={"phone": "+1 555 0100"}, timeout=5)
-    requests.delete(f"{root}/_sandbox/contacts/{ids[2]}", timeout=5)
+    SandboxControl(root).call("PATCH", f"/contacts/{ids[1]}", {"phone": "+1 555 0100"})
+    SandboxControl(root).call("DELETE", f"/contacts/{ids[2]}")
     pages = list(google.changes(cursor))
     assert len(pages) == 1
     assert not pages[0].full_scan
@@ -141,7 +140,7 @@ def test_an_incremental_read_resumes_mid_way_with_the_same_sync_token(
     ids = seed(root, 12)
     _, cursor = read_all(google)
     for rn in ids:
-        requests.patch(f"{root}/_sandbox/contacts/{rn}", json={"title": "CTO"}, timeout=5)
+        SandboxControl(root).call("PATCH", f"/contacts/{rn}", {"title": "CTO"})
     google.page_size = 5
     first = next(iter(google.changes(cursor)))
     assert json.loads(first.cursor)["sync"] == json.loads(cursor)["sync"]
@@ -156,7 +155,7 @@ def test_an_expired_sync_token_starts_a_full_scan(
 ) -> None:
     seed(root, 3)
     _, cursor = read_all(google)
-    requests.post(f"{root}/_sandbox/synctokens/expire", json={"status": status}, timeout=5)
+    SandboxControl(root).call("POST", "/synctokens/expire", {"status": status})
     pages = list(google.changes(cursor))
     assert len(pages) == 1
     assert pages[0].full_scan
@@ -169,7 +168,7 @@ def test_a_sync_token_older_than_its_lifetime_starts_a_full_scan(
 ) -> None:
     seed(root, 2)
     _, cursor = read_all(google)
-    requests.post(f"{root}/_sandbox/synctokens/expire", json={"ttl": 0}, timeout=5)
+    SandboxControl(root).call("POST", "/synctokens/expire", {"ttl": 0})
     pages = list(google.changes(cursor))
     assert pages[0].full_scan
     assert len(pages[0].contacts) == 2
@@ -187,7 +186,7 @@ def test_a_saved_page_token_google_refuses_restarts_that_read(
 
 def test_get_contacts_leaves_out_deleted_ones(google: GoogleConnector, root: str) -> None:
     ids = seed(root, 3)
-    requests.delete(f"{root}/_sandbox/contacts/{ids[0]}", timeout=5)
+    SandboxControl(root).call("DELETE", f"/contacts/{ids[0]}")
     found = google.get_contacts(ids)
     assert set(found) == set(ids[1:])
     assert found[ids[1]].fields["given_name"] == "First1"
@@ -208,10 +207,8 @@ def test_a_large_lookup_reads_an_email_index_kept_fresh_with_a_sync_token(
     emails = [f"person{n}@example.com" for n in range(20)]
     found = google.find_by_emails(emails)
     assert sorted(found) == sorted(emails)
-    requests.patch(
-        f"{root}/_sandbox/contacts/{ids[0]}", json={"email": "moved@example.com"}, timeout=5
-    )
-    requests.delete(f"{root}/_sandbox/contacts/{ids[1]}", timeout=5)
+    SandboxControl(root).call("PATCH", f"/contacts/{ids[0]}", {"email": "moved@example.com"})
+    SandboxControl(root).call("DELETE", f"/contacts/{ids[1]}")
     again = google.find_by_emails([*emails, "moved@example.com"])
     assert "person0@example.com" not in again
     assert "person1@example.com" not in again
@@ -248,7 +245,7 @@ def test_creates_go_in_batches_of_200(google: GoogleConnector, root: str) -> Non
     assert [r.ref for r in results] == list(range(450))
     assert all(r.ok and r.contact and r.contact.version for r in results)
     assert stats(root)["POST /v1/people:batchCreateContacts"] == 3
-    assert len(requests.get(f"{root}/_sandbox/contacts", timeout=5).json()["contacts"]) == 450
+    assert len(SandboxControl(root).call("GET", "/contacts")["contacts"]) == 450
 
 
 def test_a_create_for_an_email_google_already_has_returns_that_contact(
@@ -267,7 +264,7 @@ def test_a_create_for_an_email_google_already_has_returns_that_contact(
     assert results[1].contact
     assert results[2].contact
     assert results[1].contact.id == results[2].contact.id
-    assert len(requests.get(f"{root}/_sandbox/contacts", timeout=5).json()["contacts"]) == 2
+    assert len(SandboxControl(root).call("GET", "/contacts")["contacts"]) == 2
     again = google.write_contacts([ContactWrite(None, "twin@example.com", {})])
     assert again[0].contact
     assert again[0].contact.id == results[1].contact.id
@@ -296,7 +293,7 @@ def test_an_update_replaces_only_the_primary_email_and_phone(
     assert result.ok
     assert result.contact
     assert result.contact.email == "ada@new.example"
-    native = requests.get(f"{root}/_sandbox/contacts/{rn}", timeout=5).json()
+    native = SandboxControl(root).call("GET", f"/contacts/{rn}")
     assert [e["value"] for e in native["emailAddresses"]] == ["ada@new.example", "ada@home.example"]
     assert [p["value"] for p in native["phoneNumbers"]] == ["+44 9", "+44 2"]
     assert native["names"][0]["middleName"] == "King"
@@ -309,7 +306,7 @@ def test_updates_go_in_batches_of_200_and_return_the_new_etag(
 ) -> None:
     ids = seed(root, 250)
     before = google.get_contacts(ids)
-    requests.post(f"{root}/_sandbox/stats/reset", timeout=5)
+    SandboxControl(root).call("POST", "/stats/reset")
     writes = [ContactWrite(rn, None, {"organization": "Acme"}, ref=rn) for rn in ids]
     results = google.write_contacts(writes)
     assert all(r.ok for r in results)
@@ -329,7 +326,7 @@ def test_a_stale_etag_is_retried_once_on_top_of_the_newer_person(
 
     def edited_meanwhile(*args: Any, **kwargs: Any) -> Any:
         if not calls:  # a person edits the contact between our read and our write
-            requests.patch(f"{root}/_sandbox/contacts/{rn}", json={"title": "CEO"}, timeout=5)
+            SandboxControl(root).call("PATCH", f"/contacts/{rn}", {"title": "CEO"})
         calls.append(1)
         return original(*args, **kwargs)
 
@@ -365,7 +362,7 @@ def test_a_rejected_contact_carries_googles_message_and_the_rest_is_written(
 
 def test_an_update_of_a_deleted_contact_reports_it_gone(google: GoogleConnector, root: str) -> None:
     [rn] = seed(root, 1)
-    requests.delete(f"{root}/_sandbox/contacts/{rn}", timeout=5)
+    SandboxControl(root).call("DELETE", f"/contacts/{rn}")
     [result] = google.write_contacts([ContactWrite(rn, None, {"given_name": "X"})])
     assert isinstance(result.error, NotFound)
 
@@ -387,7 +384,7 @@ def test_adding_a_tag_creates_its_label_and_membership_changes_are_batched_by_la
 ) -> None:
     ids = seed(root, 25, tags=["Old"])
     google.members_batch_size = 10
-    requests.post(f"{root}/_sandbox/stats/reset", timeout=5)
+    SandboxControl(root).call("POST", "/stats/reset")
     writes = [
         ContactWrite(rn, None, add_tags=frozenset({"New"}), remove_tags=frozenset({"Old"}))
         for rn in ids
@@ -411,9 +408,7 @@ def test_a_label_created_meanwhile_elsewhere_is_found_after_the_409(
 ) -> None:
     [rn] = seed(root, 1)
     google.side_options()  # caches the labels before "Team" exists
-    requests.post(
-        f"{root}/_sandbox/contacts", json={"email": "x@e.com", "tags": ["Team"]}, timeout=5
-    )
+    SandboxControl(root).call("POST", "/contacts", {"email": "x@e.com", "tags": ["Team"]})
     [result] = google.write_contacts([ContactWrite(rn, None, add_tags=frozenset({"Team"}))])
     assert result.contact
     assert result.contact.tags == frozenset({"Team"})
@@ -436,7 +431,7 @@ def test_a_contact_group_setting_limits_reads_and_new_contacts_join_it(
         [ContactWrite(None, "n@example.com", {"email": "n@example.com"})]
     )
     assert result.contact
-    native = requests.get(f"{root}/_sandbox/contacts/{result.contact.id}", timeout=5).json()
+    native = SandboxControl(root).call("GET", f"/contacts/{result.contact.id}")
     groups = {
         m["contactGroupMembership"]["contactGroupResourceName"] for m in native["memberships"]
     }
@@ -451,7 +446,7 @@ def test_rate_limits_are_waited_out_honouring_retry_after(
 ) -> None:
     seed(root, 3)
     google.page_size = 1
-    requests.post(f"{root}/_sandbox/config", json={"rate_limit": 1, "rate_window": 2.0}, timeout=5)
+    SandboxControl(root).call("POST", "/config", {"rate_limit": 1, "rate_window": 2.0})
     contacts, _ = read_all(google)
     assert len(contacts) == 3
     assert stats(root)["429"] >= 1
@@ -463,7 +458,7 @@ def test_server_errors_are_retried(google: GoogleConnector, root: str) -> None:
     # half the requests fail: at least one of the 11 does (but for 1 run in 2,000),
     # and thirty misses in a row never happen
     google.http.max_attempts = 30
-    requests.post(f"{root}/_sandbox/config", json={"error_rate": 0.5}, timeout=5)
+    SandboxControl(root).call("POST", "/config", {"error_rate": 0.5})
     contacts, _ = read_all(google)
     assert len(contacts) == 20
     assert stats(root).get("503", 0) >= 1
@@ -472,7 +467,7 @@ def test_server_errors_are_retried(google: GoogleConnector, root: str) -> None:
 def test_an_expired_access_token_is_refreshed_once(google: GoogleConnector, root: str) -> None:
     seed(root, 1)
     old = google.http.credentials.access_token
-    requests.post(f"{root}/_sandbox/tokens/expire", timeout=5)
+    SandboxControl(root).call("POST", "/tokens/expire")
     contacts, _ = read_all(google)
     assert len(contacts) == 1
     assert google.http.credentials.access_token != old
@@ -480,8 +475,8 @@ def test_an_expired_access_token_is_refreshed_once(google: GoogleConnector, root
 
 
 def test_a_revoked_grant_is_an_auth_error(google: GoogleConnector, root: str) -> None:
-    requests.post(f"{root}/_sandbox/tokens/revoke", timeout=5)
-    requests.post(f"{root}/_sandbox/tokens/expire", timeout=5)
+    SandboxControl(root).call("POST", "/tokens/revoke")
+    SandboxControl(root).call("POST", "/tokens/expire")
     with pytest.raises(AuthError):
         google.check()
 
@@ -579,8 +574,9 @@ def test_sandbox_rejects_calls_without_a_token(root: str) -> None:
 
 def test_sandbox_has_no_unsubscribe(root: str) -> None:
     [rn] = seed(root, 1)
-    response = requests.post(f"{root}/_sandbox/contacts/{rn}/unsubscribe", timeout=5)
-    assert response.status_code == 400
+    with pytest.raises(SandboxControlError) as refused:
+        SandboxControl(root).call("POST", f"/contacts/{rn}/unsubscribe")
+    assert refused.value.status == 400
 
 
 def test_sandbox_seeds_and_pages_many_contacts_quickly(google: GoogleConnector, root: str) -> None:

@@ -16,6 +16,7 @@ from connectors.base import ContactWrite, Credentials
 from connectors.google.connector import GoogleConnector
 from connectors.sandbox import api_base_url, serve
 from connectors.sandbox.base import SandboxServer
+from connectors.sandbox.control import SandboxControl
 from tests.sandbox_limits import realistic
 
 
@@ -29,7 +30,7 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def root(server: SandboxServer) -> Iterator[str]:
     url = server.url("google")
-    requests.post(f"{url}/_sandbox/reset", timeout=5)
+    SandboxControl(url).call("POST", "/reset")
     realistic(url, "google")
     yield url
     realistic(url, "google")
@@ -37,7 +38,7 @@ def root(server: SandboxServer) -> Iterator[str]:
 
 def connect(server: SandboxServer, root: str) -> GoogleConnector:
     """A connector as a new run (or a restarted worker) makes it."""
-    token = requests.post(f"{root}/_sandbox/tokens", json={}, timeout=5).json()
+    token = SandboxControl(root).call("POST", "/tokens", {})
     connector = GoogleConnector(
         Credentials(access_token=token["access_token"], refresh_token=token["refresh_token"]),
         {},
@@ -53,16 +54,16 @@ def google(server: SandboxServer, root: str) -> GoogleConnector:
 
 
 def person(root: str, **neutral: Any) -> str:
-    return requests.post(f"{root}/_sandbox/contacts", json=neutral, timeout=5).json()["id"]
+    return SandboxControl(root).call("POST", "/contacts", neutral)["id"]
 
 
 def native(root: str, rn: str, sources: str = "") -> dict[str, Any]:
     query = f"?sources={sources}" if sources else ""
-    return requests.get(f"{root}/_sandbox/contacts/{rn}{query}", timeout=5).json()
+    return SandboxControl(root).call("GET", f"/contacts/{rn}{query}")
 
 
 def stats(root: str) -> dict[str, int]:
-    return requests.get(f"{root}/_sandbox/stats", timeout=5).json()
+    return SandboxControl(root).call("GET", "/stats")
 
 
 def api(root: str, token: str, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -89,7 +90,7 @@ def read_all(google: GoogleConnector, cursor: str | None = None) -> tuple[list, 
 
 def test_by_default_some_seeded_contacts_carry_items_of_a_linked_profile(root: str) -> None:
     ids = [person(root, email=f"p{n}@example.com", first_name=f"P{n}") for n in range(6)]
-    token = requests.post(f"{root}/_sandbox/tokens", json={}, timeout=5).json()["access_token"]
+    token = SandboxControl(root).call("POST", "/tokens", {})["access_token"]
     body = api(
         root,
         token,
@@ -149,7 +150,7 @@ def test_a_write_to_a_profile_linked_contact_carries_only_contact_items(
 
 def test_the_sandbox_refuses_profile_items_and_a_second_name_in_a_write(root: str) -> None:
     rn = person(root, email="cy@example.com", first_name="Cy")
-    token = requests.post(f"{root}/_sandbox/tokens", json={}, timeout=5).json()["access_token"]
+    token = SandboxControl(root).call("POST", "/tokens", {})["access_token"]
     etag = native(root, rn)["etag"]
     profile_item = {"value": "x@gmail.example", "metadata": {"source": {"type": "PROFILE"}}}
     refused = api(
@@ -178,7 +179,7 @@ def test_a_sync_token_saved_before_reads_asked_for_contact_sources_costs_one_ful
     google: GoogleConnector, root: str
 ) -> None:
     ids = [person(root, email=f"s{n}@example.com") for n in range(3)]
-    token = requests.post(f"{root}/_sandbox/tokens", json={}, timeout=5).json()["access_token"]
+    token = SandboxControl(root).call("POST", "/tokens", {})["access_token"]
     # what the previous version saved: a sync token from a read without ``sources``
     old = api(
         root,
@@ -197,7 +198,7 @@ def test_a_sync_token_saved_before_reads_asked_for_contact_sources_costs_one_ful
     assert [p.full_scan for p in pages] == [True]
     assert {c.id for c in pages[0].contacts} == set(ids)
     # and from then on, incremental reads again
-    requests.patch(f"{root}/_sandbox/contacts/{ids[0]}", json={"title": "CFO"}, timeout=5)
+    SandboxControl(root).call("PATCH", f"/contacts/{ids[0]}", {"title": "CFO"})
     again = list(google.changes(pages[-1].cursor))
     assert [p.full_scan for p in again] == [False]
     assert [c.id for c in again[0].contacts] == [ids[0]]
@@ -236,7 +237,7 @@ def test_fields_and_labels_of_one_contact_go_in_one_update(
 ) -> None:
     rn = person(root, email="fay@example.com", first_name="Fay", tags=["Old"])
     google.side_options()
-    requests.post(f"{root}/_sandbox/stats/reset", timeout=5)
+    SandboxControl(root).call("POST", "/stats/reset")
     [result] = google.write_contacts(
         [
             ContactWrite(
@@ -287,7 +288,7 @@ def test_a_create_after_a_lagging_search_returns_the_contact_instead_of_a_duplic
     )
     assert again.contact
     assert again.contact.id == made.contact.id
-    stored = requests.get(f"{root}/_sandbox/contacts", timeout=5).json()["contacts"]
+    stored = SandboxControl(root).call("GET", "/contacts")["contacts"]
     assert len(stored) == 1
 
 
@@ -295,9 +296,7 @@ def test_a_create_after_a_lagging_search_returns_the_contact_instead_of_a_duplic
 
 
 def link_profile(root: str, rn: str) -> str:
-    return requests.post(f"{root}/_sandbox/contacts/{rn}/link-profile", json={}, timeout=5).json()[
-        "id"
-    ]
+    return SandboxControl(root).call("POST", f"/contacts/{rn}/link-profile", {})["id"]
 
 
 def test_a_contact_whose_resource_name_changed_reports_its_previous_id(
@@ -350,13 +349,13 @@ def test_the_engine_keeps_the_binding_of_a_contact_whose_resource_name_changed()
 
 
 def test_the_stale_window_and_search_lag_are_sandbox_settings(root: str) -> None:
-    config = requests.get(f"{root}/_sandbox/config", timeout=5).json()
+    config = SandboxControl(root).call("GET", "/config")
     assert config["stale_read_window"] > 0
     assert config["search_lag"] > 0
     assert config["profile_share"] > 0
-    changed = requests.post(
-        f"{root}/_sandbox/config", json={"stale_read_window": 0, "search_lag": 0}, timeout=5
-    ).json()
+    changed = SandboxControl(root).call(
+        "POST", "/config", {"stale_read_window": 0, "search_lag": 0}
+    )
     assert (changed["stale_read_window"], changed["search_lag"]) == (0, 0)
     time.sleep(0)  # nothing to wait for: the settings apply to the next request
 
@@ -365,10 +364,10 @@ def test_a_new_google_sandbox_and_its_defaults_keep_the_real_window_and_google_b
     fresh = serve(keys=("google",))
     try:
         url = fresh.url("google")
-        started = requests.get(f"{url}/_sandbox/config", timeout=5).json()
+        started = SandboxControl(url).call("GET", "/config")
         assert (started["rate_limit"], started["rate_window"]) == (90, 60.0)
         assert started["retry_after"] is False
-        restored = requests.post(f"{url}/_sandbox/config/defaults", json={}, timeout=5).json()
+        restored = SandboxControl(url).call("POST", "/config/defaults", {})
         assert restored == started
         assert restored["stale_read_window"] > 0
         assert restored["search_lag"] > 0

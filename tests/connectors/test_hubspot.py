@@ -21,6 +21,7 @@ from connectors.base import (
 )
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.sandbox import SandboxServer, api_base_url, serve
+from connectors.sandbox.control import SandboxControl, SandboxControlError
 from tests.sandbox_limits import realistic
 
 PRIVATE_APP_TOKEN = "pat-na1-sandbox-test"
@@ -42,7 +43,7 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def base(server: SandboxServer) -> str:
     url = api_base_url(server, "hubspot")
-    requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
+    SandboxControl(url).call("POST", "/reset")
     realistic(url, "hubspot")
     return url
 
@@ -53,7 +54,7 @@ Factory = Callable[..., HubSpotConnector]
 @pytest.fixture
 def connect(base: str) -> Factory:
     def make(cls: type[HubSpotConnector] = HubSpotConnector, **settings: Any) -> HubSpotConnector:
-        token = requests.post(f"{base}/_sandbox/tokens", timeout=5).json()
+        token = SandboxControl(base).call("POST", "/tokens")
         credentials = Credentials(
             access_token=token["access_token"], refresh_token=token["refresh_token"]
         )
@@ -65,13 +66,12 @@ def connect(base: str) -> Factory:
 
 
 def seed(base: str, people: list[dict[str, Any]]) -> list[str]:
-    answer = requests.post(f"{base}/_sandbox/contacts/bulk", json={"contacts": people}, timeout=30)
-    answer.raise_for_status()
-    return answer.json()["ids"]
+    answer = SandboxControl(base).call("POST", "/contacts/bulk", {"contacts": people})
+    return answer["ids"]
 
 
 def stats(base: str) -> dict[str, int]:
-    return requests.get(f"{base}/_sandbox/stats", timeout=5).json()
+    return SandboxControl(base).call("GET", "/stats")
 
 
 def read_all(pages: Iterator[Page]) -> list[Page]:
@@ -190,7 +190,7 @@ def test_an_incremental_read_reports_a_change_once_despite_the_overlap(
     ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(5)])
     connector = connect()
     cursor = read_all(connector.changes(None))[-1].cursor
-    requests.patch(f"{base}/_sandbox/contacts/{ids[2]}", json={"last_name": "Changed"}, timeout=5)
+    SandboxControl(base).call("PATCH", f"/contacts/{ids[2]}", {"last_name": "Changed"})
     pages = read_all(connector.changes(cursor))
     assert not any(p.full_scan for p in pages)
     assert pages[-1].done
@@ -223,7 +223,7 @@ def test_an_incremental_read_resumes_from_any_page_cursor(base: str, connect: Fa
     connector = connect(SmallPages)
     cursor = read_all(connector.changes(None))[-1].cursor
     for cid in ids:
-        requests.patch(f"{base}/_sandbox/contacts/{cid}", json={"company": "New"}, timeout=5)
+        SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"company": "New"})
     more = seed(base, [{"email": f"q{i}@example.com"} for i in range(12)])
     pages = read_all(connector.changes(cursor))
     everything = set(ids_of(pages))
@@ -239,7 +239,7 @@ def test_archived_contacts_are_reported_as_deleted_once(base: str, connect: Fact
     ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(4)])
     connector = connect()
     cursor = read_all(connector.changes(None))[-1].cursor
-    requests.delete(f"{base}/_sandbox/contacts/{ids[1]}", timeout=5)
+    SandboxControl(base).call("DELETE", f"/contacts/{ids[1]}")
     pages = read_all(connector.changes(cursor))
     deleted = [c for p in pages for c in p.contacts if c.deleted]
     assert [(c.id, c.email) for c in deleted] == [(ids[1], "p1@example.com")]
@@ -337,8 +337,7 @@ def test_creating_an_email_that_exists_returns_the_existing_contact(
     assert results[2].contact
     assert results[1].contact.id == results[2].contact.id
     emails = [
-        c["properties"]["email"]
-        for c in requests.get(f"{base}/_sandbox/contacts", timeout=5).json()["contacts"]
+        c["properties"]["email"] for c in SandboxControl(base).call("GET", "/contacts")["contacts"]
     ]
     assert sorted(emails) == ["fresh@example.com", "taken@example.com"]
 
@@ -373,7 +372,7 @@ def test_custom_fields_round_trip_with_canonical_values(base: str, connect: Fact
     assert result.ok, result.error
     (contact,) = read_all(connect().changes(None))[0].contacts
     assert {k: contact.fields[k] for k in values} == values
-    stored = requests.get(f"{base}/_sandbox/contacts/{contact.id}", timeout=5).json()
+    stored = SandboxControl(base).call("GET", f"/contacts/{contact.id}")
     assert stored["properties"]["interests"] == "chat;crm"
     cleared = connector.write_contacts(
         [ContactWrite(contact.id, contact.email, {"seats": None, "interests": None})]
@@ -393,7 +392,7 @@ def test_tags_become_options_of_a_checkbox_property_created_on_first_use(
     )
     assert made.contact
     assert made.contact.tags == {"vip", "DriftSync Trash"}
-    prop = requests.get(f"{base}/_sandbox/contacts/{made.contact.id}", timeout=5).json()
+    prop = SandboxControl(base).call("GET", f"/contacts/{made.contact.id}")
     assert prop["properties"]["driftsync_tags"] == "DriftSync Trash;vip"
     # an update without the current contact reads its tags first, and only
     # the new option is added to the property
@@ -449,7 +448,7 @@ def test_rate_limits_are_waited_out(base: str, connect: Factory) -> None:
     seed(base, [{"email": f"p{i}@example.com"} for i in range(20)])
     connector = connect(SmallPages)
     connector.fields()
-    requests.post(f"{base}/_sandbox/config", json={"rate_limit": 1, "rate_window": 2.0}, timeout=5)
+    SandboxControl(base).call("POST", "/config", {"rate_limit": 1, "rate_window": 2.0})
     pages = read_all(connector.changes(None))
     assert len(ids_of(pages)) == 20
     assert stats(base)["429"] >= 1
@@ -458,7 +457,7 @@ def test_rate_limits_are_waited_out(base: str, connect: Factory) -> None:
 def test_server_errors_are_retried(base: str, connect: Factory) -> None:
     seed(base, [{"email": f"p{i}@example.com"} for i in range(20)])
     connector = connect(SmallPages)
-    requests.post(f"{base}/_sandbox/config", json={"error_rate": 0.4}, timeout=5)
+    SandboxControl(base).call("POST", "/config", {"error_rate": 0.4})
     connector.http.max_attempts = 12
     pages = read_all(connector.changes(None))
     assert len(ids_of(pages)) == 20
@@ -467,7 +466,7 @@ def test_server_errors_are_retried(base: str, connect: Factory) -> None:
 def test_an_expired_token_is_refreshed_once(base: str, connect: Factory) -> None:
     connector = connect()
     old = connector.http.credentials.access_token
-    requests.post(f"{base}/_sandbox/tokens/expire", timeout=5)
+    SandboxControl(base).call("POST", "/tokens/expire")
     assert connector.check().remote_id == "20250101"
     assert connector.http.credentials.access_token != old
     assert stats(base)["401"] == 1
@@ -475,8 +474,8 @@ def test_an_expired_token_is_refreshed_once(base: str, connect: Factory) -> None
 
 def test_a_revoked_token_is_an_auth_error(base: str, connect: Factory) -> None:
     connector = connect()
-    requests.post(f"{base}/_sandbox/tokens/revoke", timeout=5)
-    requests.post(f"{base}/_sandbox/tokens/expire", timeout=5)
+    SandboxControl(base).call("POST", "/tokens/revoke")
+    SandboxControl(base).call("POST", "/tokens/expire")
     with pytest.raises(AuthError) as caught:
         connector.write_contacts([ContactWrite(None, "a@example.com", {"firstname": "A"})])
     assert "missing or unknown refresh token" in str(caught.value)
@@ -554,7 +553,7 @@ def test_sandbox_payloads_have_hubspots_documented_shapes(base: str, connect: Fa
 
 def test_sandbox_rate_limit_answers_like_hubspot(base: str, connect: Factory) -> None:
     headers = auth(connect())
-    requests.post(f"{base}/_sandbox/config", json={"rate_limit": 1, "rate_window": 5}, timeout=5)
+    SandboxControl(base).call("POST", "/config", {"rate_limit": 1, "rate_window": 5})
     requests.get(f"{base}/account-info/v3/details", headers=headers, timeout=5)
     limited = requests.get(f"{base}/account-info/v3/details", headers=headers, timeout=5)
     assert limited.status_code == 429
@@ -597,33 +596,34 @@ def test_sandbox_refuses_batches_over_100_and_search_past_10000(
 
 
 def test_sandbox_control_api_speaks_the_neutral_person_shape(base: str) -> None:
-    created = requests.post(
-        f"{base}/_sandbox/contacts",
-        json={
+    created = SandboxControl(base).call(
+        "POST",
+        "/contacts",
+        {
             "email": "p@example.com",
             "first_name": "P",
             "custom": {"shoe_size": "42"},
             "tags": ["a"],
         },
-        timeout=5,
-    ).json()
+    )
     cid = created["id"]
-    patched = requests.patch(
-        f"{base}/_sandbox/contacts/{cid}", json={"title": "CEO"}, timeout=5
-    ).json()
+    patched = SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"title": "CEO"})
     assert patched["properties"]["jobtitle"] == "CEO"
     assert patched["properties"]["shoe_size"] == "42"
-    tagged = requests.post(
-        f"{base}/_sandbox/contacts/{cid}/tags", json={"add": ["b"], "remove": ["a"]}, timeout=5
-    ).json()
+    tagged = SandboxControl(base).call(
+        "POST", f"/contacts/{cid}/tags", {"add": ["b"], "remove": ["a"]}
+    )
     assert tagged["properties"]["driftsync_tags"] == "b"
-    refused = requests.post(f"{base}/_sandbox/contacts/{cid}/unsubscribe", timeout=5)
-    assert refused.status_code == 400
-    assert "subscription" in refused.json()["message"]
-    requests.delete(f"{base}/_sandbox/contacts/{cid}", timeout=5)
-    assert requests.get(f"{base}/_sandbox/contacts", timeout=5).json() == {"contacts": []}
-    assert requests.get(f"{base}/_sandbox/contacts/{cid}", timeout=5).json()["archived"] is True
-    assert requests.get(f"{base}/_sandbox/contacts/999", timeout=5).status_code == 404
+    with pytest.raises(SandboxControlError) as refused:
+        SandboxControl(base).call("POST", f"/contacts/{cid}/unsubscribe")
+    assert refused.value.status == 400
+    assert "subscription" in refused.value.message
+    SandboxControl(base).call("DELETE", f"/contacts/{cid}")
+    assert SandboxControl(base).call("GET", "/contacts") == {"contacts": []}
+    assert SandboxControl(base).call("GET", f"/contacts/{cid}")["archived"] is True
+    with pytest.raises(SandboxControlError) as missing:
+        SandboxControl(base).call("GET", "/contacts/999")
+    assert missing.value.status == 404
 
 
 def test_the_oauth_token_endpoint_issues_and_refreshes_tokens(base: str) -> None:

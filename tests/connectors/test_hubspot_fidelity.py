@@ -25,6 +25,7 @@ from connectors.base import AuthError, ConnectorError, ContactWrite, Credentials
 from connectors.hubspot.client import existing_id
 from connectors.hubspot.connector import REQUIRED_SCOPES, HubSpotConnector
 from connectors.sandbox import SandboxServer, api_base_url, serve
+from connectors.sandbox.control import SandboxControl
 from connectors.sandbox.hubspot import FULL_SCOPES
 from tests.sandbox_limits import realistic
 
@@ -39,14 +40,14 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def base(server: SandboxServer) -> str:
     url = api_base_url(server, "hubspot")
-    requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
+    SandboxControl(url).call("POST", "/reset")
     realistic(url, "hubspot")
     return url
 
 
 def token(base: str, scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
     body = {} if scopes is None else {"scopes": list(scopes)}
-    return requests.post(f"{base}/_sandbox/tokens", json=body, timeout=5).json()
+    return SandboxControl(base).call("POST", "/tokens", body)
 
 
 def oauth_connector(base: str, scopes: tuple[str, ...] | None = None) -> HubSpotConnector:
@@ -66,7 +67,7 @@ def without(scope: str) -> tuple[str, ...]:
 
 
 def seed(base: str, **person: Any) -> str:
-    return requests.post(f"{base}/_sandbox/contacts", json=person, timeout=5).json()["id"]
+    return SandboxControl(base).call("POST", "/contacts", person)["id"]
 
 
 # -- scopes --------------------------------------------------------------------

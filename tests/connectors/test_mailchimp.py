@@ -22,7 +22,7 @@ from connectors.base import (
 from connectors.mailchimp.client import subscriber_hash
 from connectors.mailchimp.connector import MailchimpConnector
 from connectors.registry import default_mappings
-from connectors.sandbox import api_base_url, serve
+from connectors.sandbox import serve
 from connectors.sandbox.base import SandboxServer
 from connectors.sandbox.control import SandboxControl
 from connectors.sandbox.mailchimp import DEFAULT_LIST_ID
@@ -34,14 +34,6 @@ MEMBERS = "GET /3.0/lists/{list_id}/members"
 BATCH = "POST /3.0/lists/{list_id}"
 
 
-class Control(SandboxControl):
-    """The sandbox's ``/_sandbox`` control API, and where its API lives."""
-
-    def __init__(self, server: SandboxServer) -> None:
-        super().__init__(server.url("mailchimp"), key="mailchimp", timeout=30)
-        self.base_url = api_base_url(server, "mailchimp")
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[SandboxServer]:
     srv = serve(keys=("mailchimp",), tokens=(STATIC_KEY,))
@@ -50,15 +42,15 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def sandbox(server: SandboxServer) -> Control:
-    control = Control(server)
+def sandbox(server: SandboxServer) -> SandboxControl:
+    control = SandboxControl.of(server, "mailchimp", timeout=10)
     control.call("POST", "/reset")
     realistic(control, "mailchimp")
     return control
 
 
 @pytest.fixture
-def make(sandbox: Control) -> Callable[..., MailchimpConnector]:
+def make(sandbox: SandboxControl) -> Callable[..., MailchimpConnector]:
     def build(
         settings: dict[str, Any] | None = None,
         *,
@@ -97,7 +89,7 @@ def read_all(connector: MailchimpConnector, cursor: str | None = None) -> tuple[
 
 
 def test_check_names_the_account_and_side_options_list_the_audiences(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     sandbox.call("POST", "/lists", {"id": "f00dfeed12", "name": "Customers"})
     connector = make()
@@ -146,7 +138,7 @@ def test_a_pasted_api_key_with_its_dc_suffix_authenticates_with_basic_auth(
 
 
 def test_oauth_metadata_gives_the_dc_and_a_bad_token_is_an_auth_error(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     urls = MailchimpConnector.oauth_urls(sandbox.base_url)
     assert urls["token"] == sandbox.root + "/oauth2/token"
@@ -182,7 +174,7 @@ def test_oauth_metadata_gives_the_dc_and_a_bad_token_is_an_auth_error(
 
 
 def test_tokens_never_expire_but_a_revoked_one_is_an_auth_error(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     connector = make()
     sandbox.call("POST", "/tokens/expire")
@@ -196,7 +188,7 @@ def test_tokens_never_expire_but_a_revoked_one_is_an_auth_error(
 
 
 def test_fields_follow_the_audience_merge_fields_with_types_and_meanings(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     sandbox.create(email="seed@example.com", company="Acme", custom={"PLAN": "Pro"})
     base = sandbox.base_url
@@ -237,7 +229,7 @@ def test_fields_follow_the_audience_merge_fields_with_types_and_meanings(
 
 
 def test_a_full_read_pages_through_every_member_and_each_cursor_resumes_after_its_page(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     sandbox.call(
         "POST",
@@ -264,7 +256,7 @@ def test_a_full_read_pages_through_every_member_and_each_cursor_resumes_after_it
 
 
 def test_a_quiet_incremental_read_returns_nothing_and_costs_one_request_per_phase(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     for i in range(3):
         sandbox.create(email=f"q{i}@example.com")
@@ -281,7 +273,7 @@ def test_a_quiet_incremental_read_returns_nothing_and_costs_one_request_per_phas
 
 
 def test_members_edited_during_a_read_are_never_lost(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     sandbox.call(
         "POST",
@@ -311,7 +303,7 @@ def test_members_edited_during_a_read_are_never_lost(
 
 
 def test_archived_members_read_as_deleted_and_unsubscribed_ones_as_unsubscribed(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     gone = sandbox.create(email="gone@example.com")
     quit_ = sandbox.create(email="quit@example.com")
@@ -334,7 +326,7 @@ def test_archived_members_read_as_deleted_and_unsubscribed_ones_as_unsubscribed(
 
 
 def test_get_contacts_and_find_by_emails_leave_out_what_does_not_exist(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     a = sandbox.create(email="Ann@Example.com", first_name="Ann", tags=["vip"])
     connector = make()
@@ -351,7 +343,7 @@ def test_get_contacts_and_find_by_emails_leave_out_what_does_not_exist(
 
 
 def test_creates_go_in_batches_of_500_and_updates_never_touch_the_status(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     connector = make()
     writes = [
@@ -375,7 +367,7 @@ def test_creates_go_in_batches_of_500_and_updates_never_touch_the_status(
 
 
 def test_creating_an_email_that_exists_updates_it_instead_and_keeps_its_status(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     existing = sandbox.create(email="old@example.com", first_name="Old")
     sandbox.call("POST", f"/contacts/{existing}/unsubscribe")
@@ -399,7 +391,7 @@ def test_creating_an_email_that_exists_updates_it_instead_and_keeps_its_status(
 
 
 def test_a_rejected_member_carries_mailchimps_message_and_the_others_are_written(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     token = sandbox.call("POST", "/tokens")["access_token"]
     requests.post(
@@ -433,7 +425,7 @@ def test_a_rejected_member_carries_mailchimps_message_and_the_others_are_written
 
 
 def test_tags_are_added_and_removed_and_dates_round_trip_in_the_audience_format(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     token = sandbox.call("POST", "/tokens")["access_token"]
     requests.post(
@@ -472,7 +464,7 @@ def test_tags_are_added_and_removed_and_dates_round_trip_in_the_audience_format(
 
 
 def test_an_email_change_moves_the_member_to_its_new_hash(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     member_id = sandbox.create(email="before@example.com")
     connector = make()
@@ -493,7 +485,7 @@ def test_an_email_change_moves_the_member_to_its_new_hash(
 
 
 def test_rate_limits_and_server_errors_are_retried(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     for i in range(4):
         sandbox.create(email=f"t{i}@example.com")
@@ -509,7 +501,7 @@ def test_rate_limits_and_server_errors_are_retried(
 
 
 def test_sandbox_errors_are_problem_json_with_mailchimps_keys(
-    sandbox: Control, make: Callable[..., MailchimpConnector]
+    sandbox: SandboxControl, make: Callable[..., MailchimpConnector]
 ) -> None:
     token = sandbox.call("POST", "/tokens")["access_token"]
     response = requests.get(
@@ -525,7 +517,7 @@ def test_sandbox_errors_are_problem_json_with_mailchimps_keys(
     assert unauthorized.json()["title"] == "API Key Invalid"
 
 
-def test_sandbox_members_have_the_documented_keys(sandbox: Control) -> None:
+def test_sandbox_members_have_the_documented_keys(sandbox: SandboxControl) -> None:
     member_id = sandbox.create(email="shape@example.com", first_name="S", tags=["t"])
     native = sandbox.native(member_id)
     assert {
@@ -554,7 +546,7 @@ def test_sandbox_members_have_the_documented_keys(sandbox: Control) -> None:
 
 
 def test_webhooks_are_registered_once_for_users_and_admins_only(
-    make: Callable[..., MailchimpConnector], sandbox: Control
+    make: Callable[..., MailchimpConnector], sandbox: SandboxControl
 ) -> None:
     connector = make()
     url = "http://127.0.0.1:9/hooks/mailchimp/s3cret"
