@@ -187,8 +187,14 @@ class Pacer:
         # ``lease_ttl``: burst + lease + rate * (window + lease_ttl) <= limit
         self.burst = max(1, limit // 4)
         self.lease = max(1, min(self.burst, limit // 10))
-        self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
         self.lease_ttl = window / 10
+        if self.lease == 1:
+            # a small limit (HubSpot search: 4 / s): a token is spent as soon as
+            # it is taken, so nothing is held on lease and any window sees at
+            # most burst + rate * window; a tenth kept for the requests' jitter
+            self.rate = (limit - self.burst) / (window * 1.1)
+        else:
+            self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
         self.shared = shared
         self._lock = threading.Lock()
         self._leased = 0
