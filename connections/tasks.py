@@ -211,9 +211,9 @@ def enqueue_sync(
     """Queue a run for the workers (the admin and the webhooks call this;
     a sync never runs inside a request). Returns the task id, or "" when a
     webhook's trigger was coalesced into the run in progress (no task)."""
-    if trigger == SyncRun.Trigger.WEBHOOK and not (dry_run or full or user):
-        if locking.request_live_run(connection.pk):
-            return ""
+    coalescible = trigger == SyncRun.Trigger.WEBHOOK and not (dry_run or full or user)
+    if coalescible and locking.request_live_run(connection.pk):
+        return ""
     return async_task(
         RUN_SYNC,
         connection.pk,
