@@ -16,6 +16,8 @@ from connectors import sandbox
 
 from .world import App, connect, full_name, sync
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def server():
