@@ -216,6 +216,22 @@ def request_run(connection_id: int, *, full: bool = False) -> bool:
     )
 
 
+def request_live_run(connection_id: int) -> bool:
+    """Coalesce a trigger into the run in progress before any task is queued
+    for it (a webhook stream: one queued task per delivery would each start a
+    run of its own after it). Only a live claim takes it: a stale one's
+    holder is dead and would never run again. The holder's
+    ``release_or_continue`` reads ``run_requested_at`` under the row lock, so
+    either it sees this request, or the claim is gone and this returns False
+    (the caller queues a task)."""
+    now = timezone.now()
+    return bool(
+        Connection.objects.filter(pk=connection_id, running_since__isnull=False)
+        .exclude(stale_q(now))
+        .update(run_requested_at=now)
+    )
+
+
 def claim_or_request(connection_id: int, *, full: bool = False) -> Claim | None:
     """Claim the run, or coalesce this trigger into the one in progress.
 

@@ -209,7 +209,11 @@ def enqueue_sync(
     full: bool = False,
 ) -> str:
     """Queue a run for the workers (the admin and the webhooks call this;
-    a sync never runs inside a request). Returns the task id."""
+    a sync never runs inside a request). Returns the task id, or "" when a
+    webhook's trigger was coalesced into the run in progress (no task)."""
+    coalescible = trigger == SyncRun.Trigger.WEBHOOK and not (dry_run or full or user)
+    if coalescible and locking.request_live_run(connection.pk):
+        return ""
     return async_task(
         RUN_SYNC,
         connection.pk,

@@ -246,7 +246,7 @@ class HttpClient:
             with self._stats_lock:  # requests of one client may run in threads
                 self.stats[stat_key or f"{method} {path}"] += 1
             try:
-                with self._paced(path):
+                with self._paced(path, method):
                     response = self.session.request(
                         method,
                         target,
@@ -310,10 +310,10 @@ class HttpClient:
 
     # ------------------------------------------------------------------
 
-    def _paced(self, path: str) -> Any:
+    def _paced(self, path: str, method: str = "GET") -> Any:
         if self.pacing is None:
             return contextlib.nullcontext()
-        return self.pacing.request(path, self.sleep)
+        return self.pacing.request(path, self.sleep, method)
 
     def _rate_limit_wait(
         self, path: str, response: requests.Response, attempt: int, hinted: float | None

@@ -52,6 +52,8 @@ class RateLimits:
     search_window: float = 1.0
     #: simultaneous requests (0 = unlimited)
     concurrency: int = 0
+    #: simultaneous writes (anything but GET; 0 = as ``concurrency``)
+    write_concurrency: int = 0
     #: first wait after a 429 without Retry-After, doubled up to ``retry_cap``
     retry_first: float = 0.25
     retry_cap: float = 4.0
@@ -67,18 +69,33 @@ APP_LIMITS: dict[str, RateLimits] = {
     # "Read requests per minute per user" (90 reported by public clients,
     # e.g. MrCaspan/GAS-Gmail-Signature-Templator#1; 180 in onmyway133/notes#517):
     # the lower one. A minute quota: back off up to a minute.
+    # In flight: "Mutate requests for the same user should be sent sequentially
+    # to avoid increased latency and failures" (developers.google.com/people/
+    # api/rest/v1/people/batchCreateContacts, batchUpdateContacts,
+    # updateContact): one write at a time per account, reads (batchGet of 200
+    # people) up to 4 at once.
     "google": RateLimits(
-        "google", limit=90, window=60.0, retry_first=5.0, retry_cap=60.0, max_wait=180.0
+        "google",
+        limit=90,
+        window=60.0,
+        concurrency=4,
+        write_concurrency=1,
+        retry_first=5.0,
+        retry_cap=60.0,
+        max_wait=180.0,
     ),
     # 100 requests / 10 s per app per account (developers.hubspot.com/apisbytier),
     # search 4 / s per token (changelog crm-search-api-rate-limit-increase).
-    # A rolling 10 s window: waiting one window always clears it.
+    # A rolling 10 s window: waiting one window always clears it. In flight:
+    # HubSpot documents no connection limit, only the window, i.e. 10 a second
+    # (same page): 5 at once, so a window's budget is not spent in one burst.
     "hubspot": RateLimits(
         "hubspot",
         limit=100,
         window=10.0,
         search_limit=4,
         search_window=1.0,
+        concurrency=5,
         retry_first=10.0,
         retry_cap=10.0,
         max_wait=40.0,
@@ -187,8 +204,14 @@ class Pacer:
         # ``lease_ttl``: burst + lease + rate * (window + lease_ttl) <= limit
         self.burst = max(1, limit // 4)
         self.lease = max(1, min(self.burst, limit // 10))
-        self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
         self.lease_ttl = window / 10
+        if self.lease == 1:
+            # a small limit (HubSpot search: 4 / s): a token is spent as soon as
+            # it is taken, so nothing is held on lease and any window sees at
+            # most burst + rate * window; a tenth kept for the requests' jitter
+            self.rate = (limit - self.burst) / (window * 1.1)
+        else:
+            self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
         self.shared = shared
         self._lock = threading.Lock()
         self._leased = 0
@@ -340,6 +363,11 @@ class AccountPacing:
         self.concurrency = (
             concurrency_limit(key, limits.concurrency) if limits.concurrency else None
         )
+        self.writes = (
+            concurrency_limit(f"{key}:writes", limits.write_concurrency)
+            if limits.write_concurrency
+            else None
+        )
 
     def bucket(self, path: str) -> Pacer | None:
         if self.search is not None and path.rstrip("/").endswith("/search"):
@@ -347,14 +375,16 @@ class AccountPacing:
         return self.general
 
     @contextlib.contextmanager
-    def request(self, path: str, sleep: Any = time.sleep) -> Iterator[None]:
+    def request(self, path: str, sleep: Any = time.sleep, method: str = "GET") -> Iterator[None]:
         bucket = self.bucket(path)
         if bucket is not None:
             bucket.acquire(sleep)
-        if self.concurrency is None:
-            yield
-            return
-        with self.concurrency.slot(sleep):
+        with contextlib.ExitStack() as held:
+            # the write slot first: a write waiting for its turn holds no general slot
+            if self.writes is not None and method.upper() != "GET":
+                held.enter_context(self.writes.slot(sleep))
+            if self.concurrency is not None:
+                held.enter_context(self.concurrency.slot(sleep))
             yield
 
     def rate_limited(self, path: str, seconds: float) -> None:

@@ -248,3 +248,38 @@ def test_a_trigger_during_a_dry_run_is_handed_to_the_queue_as_a_real_run(
     assert runs == [True]
     assert queued == [{"pk": conn.pk, "trigger": "schedule"}]
     assert Connection.objects.get(pk=conn.pk).running_since is None
+
+
+def test_a_webhook_during_a_run_is_coalesced_without_queueing_a_task(
+    make_connection: Callable[..., Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = make_connection()
+    queued: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(
+        "connections.tasks.async_task", lambda *a, **kw: queued.append((a, kw)) or "id"
+    )
+    held = locking.claim(conn.pk)
+    assert held is not None
+    for _ in range(5):
+        assert tasks.enqueue_sync(conn, trigger="webhook") == ""
+    assert queued == []
+    # the run in progress runs once more for them, then lets go
+    assert held.release_or_continue() is True
+    assert held.release_or_continue() is False
+    # nothing running: the next delivery queues a task
+    tasks.enqueue_sync(conn, trigger="webhook")
+    assert len(queued) == 1
+
+
+def test_a_webhook_finding_a_dead_workers_claim_queues_a_task(
+    make_connection: Callable[..., Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = make_connection()
+    queued: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(
+        "connections.tasks.async_task", lambda *a, **kw: queued.append((a, kw)) or "id"
+    )
+    long_ago = timezone.now() - locking.stale_after() - dt.timedelta(seconds=5)
+    Connection.objects.filter(pk=conn.pk).update(running_since=long_ago, heartbeat_at=long_ago)
+    tasks.enqueue_sync(conn, trigger="webhook")
+    assert len(queued) == 1

@@ -551,8 +551,12 @@ class GoogleConnector(Connector):
         wanted = list(dict.fromkeys(ids))
         asked = {self._renamed.get(rn, rn): rn for rn in wanted}
         out: dict[str, Person] = {}
-        for chunk in chunked(list(asked), self.get_batch_size):
-            for response in self.client.batch_get(chunk, person_fields=PERSON_FIELDS):
+        answers = self.client.http.in_flight(
+            lambda chunk: self.client.batch_get(chunk, person_fields=PERSON_FIELDS),
+            chunked(list(asked), self.get_batch_size),
+        )
+        for answer in answers:
+            for response in answer:
                 person = response.get("person")
                 if int(response.get("httpStatusCode") or 200) == 200 and person:
                     rn = response.get("requestedResourceName") or person["resourceName"]

@@ -441,8 +441,12 @@ class HubSpotConnector(Connector):
         wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i.isdigit()]
         out: dict[str, Contact] = {}
         props = self._read_properties()
-        for chunk in chunked(wanted, self.read_batch_size):
-            for record in self.client.batch_read(chunk, properties=props).results:
+        answers = self.client.http.in_flight(
+            lambda chunk: self.client.batch_read(chunk, properties=props),
+            chunked(wanted, self.read_batch_size),
+        )
+        for answer in answers:
+            for record in answer.results:
                 contact = self._contact(record)
                 out[contact.id] = contact
         return out
@@ -455,8 +459,11 @@ class HubSpotConnector(Connector):
         keys = [k for k in dict.fromkeys(normalize_email(e) for e in emails) if k]
         out: dict[str, list[Contact]] = {}
         props = self._read_properties()
-        for chunk in chunked(keys, self.read_batch_size):
-            result = self.client.batch_read(chunk, properties=props, id_property="email")
+        answers = self.client.http.in_flight(
+            lambda chunk: self.client.batch_read(chunk, properties=props, id_property="email"),
+            chunked(keys, self.read_batch_size),
+        )
+        for result in answers:
             for record in result.results:
                 contact = self._contact(record)
                 out.setdefault(normalize_email(contact.email), []).append(contact)
@@ -834,13 +841,15 @@ class _WriteRun:
                 if not email:
                     # without an email only a single create maps its answer back for sure
                     self._create_one(i)
-                elif email in emails or len(batch) >= self.c.write_batch_size:
-                    deferred.append(i)
+                elif email in emails:
+                    deferred.append(i)  # a second write for one email: in the next round
                 else:
                     emails.add(email)
                     batch.append(i)
-            if batch:
-                self._create_batch(batch)
+            # distinct emails: the round's batches are independent, sent together
+            self.client.http.in_flight(
+                self._create_batch, list(chunked(batch, self.c.write_batch_size))
+            )
             pending = deferred
 
     def _create_batch(self, batch: list[int]) -> None:
@@ -909,12 +918,15 @@ class _WriteRun:
             ids: set[str] = set()
             for i in pending:
                 cid = str(self.writes[i].id)
-                if cid in ids or len(batch) >= self.c.write_batch_size:
-                    deferred.append(i)
+                if cid in ids:
+                    deferred.append(i)  # a contact's second write: in the next round
                 else:
                     ids.add(cid)
                     batch.append(i)
-            self._update_batch(batch)
+            # one write per contact: the round's batches are independent, sent together
+            self.client.http.in_flight(
+                self._update_batch, list(chunked(batch, self.c.write_batch_size))
+            )
             pending = deferred
         if noop:
             self._unchanged(noop)

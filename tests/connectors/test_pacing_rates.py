@@ -1,0 +1,42 @@
+"""The pace each bucket keeps, on a simulated clock: never over the app's
+limit in any window, and not far under it either (HubSpot search allows 4
+requests a second; pacing it at one a second made every run wait)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors import pacing
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "share"),
+    # a large bucket leases tokens ahead to spare the shared store: half is its floor
+    [(4, 1.0, 2 / 3), (100, 10.0, 1 / 2), (50, 10.0, 1 / 2), (90, 60.0, 1 / 2)],
+)
+def test_a_bucket_stays_under_its_limit_and_uses_most_of_it(monkeypatch, limit, window, share):
+    clock = Clock()
+    monkeypatch.setattr(pacing.time, "monotonic", clock.monotonic)
+    bucket = pacing.Pacer(f"test:{limit}:{window}", limit, window, shared=False)
+    monkeypatch.setattr(pacing, "_memory", pacing.MemoryStore())
+    times = []
+    for _ in range(limit * 6):
+        bucket.acquire(sleep=clock.sleep)
+        times.append(clock.now)
+    # at most ``limit`` in any window (a request at t and one at t + window are in two)
+    for i, start in enumerate(times):
+        assert sum(1 for t in times[i:] if t < start + window) <= limit
+    # and a fair share of it over the long run
+    span = times[-1] - times[0]
+    assert (len(times) - 1) / span >= limit / window * share
