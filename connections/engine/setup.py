@@ -120,6 +120,7 @@ def rule_specs(conn: Connection, fields: Fields, warnings: list[str]) -> list[Ru
     for rule in Rule.objects.filter(connection=conn, enabled=True).prefetch_related(
         "conditions", "actions"
     ):
+        rule.connection = conn  # its name says the apps': no query for them again
         source = rule.source_side
         target = other(source)
         conditions = tuple(
