@@ -144,7 +144,9 @@ class App:
 
 
 #: the sandboxes' rate limits are off in the benchmark, and its report says so
-LIMITS_NOTE = "off — measures driftsync, not the apps' limits"
+LIMITS_NOTE = (
+    "off (the sandboxes' and the clients' pacing) — measures driftsync, not the apps' limits"
+)
 #: with --latency the apps' real limits are on: the run waits as it would for real
 LIMITS_ON_NOTE = "on — each app's real concurrency and rate windows, as with the real apps"
 
