@@ -796,7 +796,15 @@ class GoogleConnector(Connector):
             contact = self.to_contact(person)
             results[i] = WriteResult(write.ref, contact=contact)
             if contact.email:
-                self._created[normalize_email(contact.email)][contact.id] = contact
+                # who has this email now, against Google's lagging search: the
+                # contact's identity is enough (a full copy of every contact an
+                # initial sync creates would cost tens of MB at 100,000)
+                self._created[normalize_email(contact.email)][contact.id] = Contact(
+                    contact.id,
+                    contact.email,
+                    updated_at=contact.updated_at,
+                    version=contact.version,
+                )
 
     def _update(
         self, items: list[tuple[int, ContactWrite]], results: list[WriteResult | None]
