@@ -326,6 +326,8 @@ LOGGING = {
     "loggers": {
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "WARNING"},
+        # the task cluster (its INFO is a few lines a second; the demo runs it at WARNING)
+        "django-q": {"level": Q_CLUSTER["log_level"]},
         # a logger's filter changes the record before any handler sees it
         "django.request": {"filters": _MASK},
         "django.server": {

@@ -87,3 +87,16 @@ def test_the_env_make_run_writes_lets_manage_py_commands_run_beside_it(tmp_path)
     # made once: a second `make run` keeps the key
     subprocess.run(["make", "-s", ".env"], cwd=tmp_path, check=True, capture_output=True)
     assert (tmp_path / ".env").read_text() == written
+
+
+def test_the_demo_keeps_the_task_cluster_quiet(tmp_path):
+    """django-q logs a few lines a second at INFO: the demo's banner would
+    scroll away. With the demo's Q_LOG_LEVEL its logger says warnings only."""
+    env = {**environment(tmp_path), "Q_LOG_LEVEL": "WARNING"}
+    code = "import logging; print(logging.getLogger('django-q').getEffectiveLevel())"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "30"  # WARNING
