@@ -4,6 +4,7 @@ machine facts."""
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from .database import bench_database, production_like
 
 
-class BenchCommand(BaseCommand):
+class BenchCommand(BaseCommand, abc.ABC):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument(
@@ -23,11 +24,13 @@ class BenchCommand(BaseCommand):
             help="temp (default: a fresh SQLite file), configured, or a SQLite file path",
         )
 
+    @abc.abstractmethod
     def measure(self, opts: dict[str, Any], say: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """Run the measurement; the report, a JSON-able dict."""
 
+    @abc.abstractmethod
     def render(self, report: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The report as the table a person reads."""
 
     def handle(self, *args: Any, **opts: Any) -> None:
         def say(message: str) -> None:
