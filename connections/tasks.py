@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -224,12 +223,6 @@ def enqueue_sync(
         task_name=f"sync {connection.pk} ({trigger})",
         group=f"driftsync-connection-{connection.pk}",
     )
-
-
-def enqueue_sync_on_commit(connection: Connection, *, trigger: str, **options: Any) -> None:
-    """Queue the run once the current transaction commits (so the worker
-    sees what the request just stored)."""
-    transaction.on_commit(lambda: enqueue_sync(connection, trigger=trigger, **options))
 
 
 def _drop_schedule_if_inactive(connection_id: int) -> None:
