@@ -113,6 +113,13 @@ class Capabilities:
     webhooks: bool = False
     batch_writes: bool = False
     custom_fields: bool = False
+    #: The change feed is current: a read of ``changes`` reports every change
+    #: made before it (no search-index or propagation lag), deletions included.
+    #: A contact absent from a feed read moments ago has not changed since the
+    #: last sync, so the engine can take its counterpart's values from the
+    #: binding's base instead of reading it again. False where the app
+    #: documents a lag (Google's sync tokens, HubSpot's search index).
+    current_changes: bool = False
 
 
 @dataclass

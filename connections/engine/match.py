@@ -96,7 +96,12 @@ class Matcher:
             else:
                 unlinked.append(contact)
         # counterparts of bound contacts, by id; one that is gone was deleted
-        counterparts = batch.counterparts.by_ids(target, list(need_counterpart))
+        # (one that cannot have changed since the last sync comes from its base)
+        counterparts = batch.counterparts.by_ids(
+            target,
+            list(need_counterpart),
+            {tid: links[group[0].id] for tid, group in need_counterpart.items()},
+        )
         for target_id, sources in need_counterpart.items():
             for contact in sources:
                 peer = counterparts.get(target_id)

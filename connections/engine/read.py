@@ -20,7 +20,7 @@ from connectors.base import Connector, Contact, normalize_email
 from ..models import Connection, ContactLink, LinkStatus, WebhookEvent
 from .batch import Batch
 from .context import A, B, Context
-from .store import Counterparts, InitialSyncStore
+from .store import ChangesStore, Counterparts, InitialSyncStore
 
 INBOX_PAGE = 200
 INBOX_SETTLE = dt.timedelta(seconds=10)
@@ -47,7 +47,7 @@ class Reader:
         self.ctx = ctx
         self.full = full
         self.fresh_full = fresh_full
-        self.remote = Counterparts(connectors)
+        self.remote = Counterparts(connectors, ctx)
         #: when the inbox deliveries this run read but could not pass have settled
         self.unsettled_until: dt.datetime | None = None
 
@@ -60,11 +60,21 @@ class Reader:
         if self.full and self.listable(A) and self.listable(B):
             yield from self.full_both()
             return
+        if (
+            not self.full
+            and self.listable(A)
+            and self.listable(B)
+            and self.connectors[B].capabilities.current_changes
+        ):
+            yield from self.changes_both()
+            return
         for side in (A, B):
             if self.listable(side):
                 cursor = self.start_cursor(side)
                 for page in self.connectors[side].changes(cursor, full=self.full and not cursor):
+                    self.remote.feed_read(side, (c.id for c in page.contacts))
                     yield Batch(side, page.contacts, self.remote, cursor=page.cursor)
+                self.remote.feed_done(side)
             else:
                 yield from self.inbox(side)
 
@@ -89,6 +99,31 @@ class Reader:
         store.a_fully_listed = cursor_a is None
         for page in self.connectors[A].changes(cursor_a, full=cursor_a is None):
             yield Batch(A, page.contacts, store, cursor=page.cursor)
+        leftovers = store.leftovers()
+        size = max(self.connectors[A].write_batch_size, 100)
+        for start in range(0, len(leftovers), size):
+            last = start + size >= len(leftovers)
+            chunk = leftovers[start : start + size]
+            yield Batch(B, chunk, store, cursor=cursor_b if last else None)
+        if not leftovers:
+            yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
+
+    def changes_both(self) -> Iterator[Batch]:
+        """Incremental run, B's feed current: B's changes into memory, A's
+        changes matched against them (and against the bases of what B did
+        not report), then B's unclaimed changes. B's cursor is saved with its
+        last batch, so a crash before it reads B's changes again."""
+        store = ChangesStore(self.connectors, self.ctx.keys_read(B), self.ctx)
+        cursor_b = self.start_cursor(B)
+        for page in self.connectors[B].changes(cursor_b):
+            for contact in page.contacts:
+                store.add(contact)
+            cursor_b = page.cursor
+        store.feed_done(B)
+        for page in self.connectors[A].changes(self.start_cursor(A)):
+            store.feed_read(A, (c.id for c in page.contacts))
+            yield Batch(A, page.contacts, store, cursor=page.cursor)
+        store.feed_done(A)
         leftovers = store.leftovers()
         size = max(self.connectors[A].write_batch_size, 100)
         for start in range(0, len(leftovers), size):

@@ -1,30 +1,93 @@
-"""Where matching finds counterparts: the apps, or the initial sync's store.
+"""Where matching finds counterparts: the apps, the run's own reads, or the
+bindings' bases.
 
 On a full sync where both sides can list, side B is read first into memory
 (``InitialSyncStore``) and side A is then matched against it, so matching
 costs no per-contact look-ups: the floor of requests is the list pages plus
-the batch writes. Every other batch asks the apps (``Counterparts``).
+the batch writes. An incremental run whose side B has a current change feed
+reads B's changes first (``ChangesStore``). Every other batch asks the apps
+(``Counterparts``), except for a counterpart that cannot have changed: its
+side's current feed was read to its end moments ago in this run and did not
+report it, so the values last synced (the binding's base) are its values
+(``unchanged``).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Connector, Contact, normalize_email
 
-from .context import A, B
+from ..models import LinkStatus
+from .context import A, B, Context
+from .names import split_name
+from .state import TAGS_KEY, UNSUBSCRIBED_KEY, snapshot
+
+if TYPE_CHECKING:
+    from ..models import ContactLink
+
+#: how long after a side's current feed was read to its end a contact absent
+#: from it counts as unchanged. A change made after the read is not in it:
+#: this bounds the window in which such a change could be written over
+#: (reading the contact by id has the same window between its read and our
+#: write, only shorter), and keeps it to runs of the usual size
+FEED_CURRENT_FOR = 60.0
 
 
 class Counterparts:
-    """Finds counterparts by asking the apps."""
+    """Finds counterparts by asking the apps, or from the bases of bindings
+    whose contact a current feed just said is unchanged."""
 
-    def __init__(self, connectors: dict[str, Connector]) -> None:
+    def __init__(self, connectors: dict[str, Connector], ctx: Context | None = None) -> None:
         self.connectors = connectors
+        self.ctx = ctx
+        #: sides whose current change feed this run has read to its end, and when
+        self.read_through: dict[str, float] = {}
+        #: ids each side's feed reported in this run
+        self.fed: dict[str, set[str]] = {A: set(), B: set()}
 
-    def by_ids(self, side: str, ids: list[str]) -> dict[str, Contact]:
-        """Contacts of ``side`` by id; an id that no longer exists is absent."""
-        return self.connectors[side].get_contacts(ids) if ids else {}
+    def feed_read(self, side: str, ids: Iterable[str]) -> None:
+        """``side``'s feed reported these ids in this run."""
+        self.fed[side].update(ids)
+
+    def feed_done(self, side: str) -> None:
+        """``side``'s feed has been read to its end in this run (only a
+        current feed makes its absences mean "unchanged")."""
+        if self.connectors[side].capabilities.current_changes:
+            self.read_through[side] = time.monotonic()
+
+    def by_ids(
+        self, side: str, ids: list[str], links: Mapping[str, ContactLink] | None = None
+    ) -> dict[str, Contact]:
+        """Contacts of ``side`` by id; an id that no longer exists is absent.
+        ``links``: the binding of each id, where the caller has it (a
+        counterpart that cannot have changed is then built from its base)."""
+        found: dict[str, Contact] = {}
+        ask = []
+        for cid in ids:
+            link = links.get(cid) if links else None
+            contact = self.unchanged(side, cid, link) if link is not None else None
+            if contact is not None:
+                found[cid] = contact
+            else:
+                ask.append(cid)
+        if ask:
+            found.update(self.connectors[side].get_contacts(ask))
+        return found
+
+    def unchanged(self, side: str, cid: str, link: ContactLink) -> Contact | None:
+        """The contact as last synced, when it cannot have changed since: its
+        side's current feed was read to its end within ``FEED_CURRENT_FOR``
+        and did not report it. None where that is not known."""
+        since = self.read_through.get(side)
+        if since is None or self.ctx is None or cid in self.fed[side]:
+            return None
+        if time.monotonic() - since > FEED_CURRENT_FOR:
+            return None
+        return from_base(link, side, cid, self.ctx)
 
     def by_emails(self, side: str, emails: list[str]) -> dict[str, list[Contact]]:
         """Contacts of ``side`` by normalized email, searched before any create."""
@@ -32,6 +95,45 @@ class Counterparts:
 
     def claim(self, contacts: Iterable[Contact]) -> None:
         """These contacts found their match (or are duplicates of it)."""
+
+
+def from_base(link: ContactLink, side: str, cid: str, ctx: Context) -> Contact | None:
+    """``side``'s contact of ``link`` rebuilt from the values last synced.
+
+    Only for a binding in sync (a failing one may hold a base the app never
+    got) whose base holds every field planning reads on ``side``; a full name
+    is split back into its parts. The rebuilt contact must give back exactly
+    the base (``snapshot``), else None: the caller reads the contact instead.
+    """
+    if link.status not in (LinkStatus.IN_SYNC, LinkStatus.UNSUBSCRIBED):
+        return None
+    base: dict[str, Any] = link.base(side) or {}
+    if not base:
+        return None
+    tracked = ctx.tracked[side]
+    parts = {p for f in tracked for p in f.parts}
+    if not ctx.keys_read(side) <= {f.key for f in tracked} | parts:
+        return None  # a rule action sets a field the base does not keep
+    fields: dict[str, Any] = {}
+    for f in tracked:
+        value = base.get(f.key)
+        if f.parts:
+            first, last = split_name(value)
+            fields.setdefault(f.parts[0], first)
+            fields.setdefault(f.parts[1], last)
+        else:
+            fields[f.key] = value
+    tags = base.get(TAGS_KEY)
+    contact = Contact(
+        id=cid,
+        email=link.email or None,
+        fields=fields,
+        tags=frozenset(tags if isinstance(tags, list) else ()),
+        unsubscribed=bool(base.get(UNSUBSCRIBED_KEY)),
+    )
+    if snapshot(contact, tracked) != base:
+        return None
+    return contact
 
 
 class InitialSyncStore(Counterparts):
@@ -57,9 +159,11 @@ class InitialSyncStore(Counterparts):
         if key:
             self.ids_by_email[key].append(contact.id)
 
-    def by_ids(self, side: str, ids: list[str]) -> dict[str, Contact]:
+    def by_ids(
+        self, side: str, ids: list[str], links: Mapping[str, ContactLink] | None = None
+    ) -> dict[str, Contact]:
         if side != B:
-            return super().by_ids(side, ids)
+            return super().by_ids(side, ids, links)
         found: dict[str, Contact] = {}
         missing = []
         for cid in ids:
@@ -68,7 +172,7 @@ class InitialSyncStore(Counterparts):
                 found[cid] = contact
             else:
                 missing.append(cid)
-        found.update(super().by_ids(side, missing))
+        found.update(super().by_ids(side, missing, links))
         return found
 
     def by_emails(self, side: str, emails: list[str]) -> dict[str, list[Contact]]:
@@ -93,3 +197,30 @@ class InitialSyncStore(Counterparts):
 
     def leftovers(self) -> list[Contact]:
         return list(self.contacts.values())
+
+
+class ChangesStore(InitialSyncStore):
+    """Side B's changes since its cursor, read before side A's on an
+    incremental run when B's feed is current (``Capabilities.current_changes``).
+
+    A's changes find their counterparts among them (a contact changed on both
+    sides is read once, from B's page, not again by id); a counterpart B's
+    feed did not report has not changed since the last sync and is taken
+    from its binding's base (``Counterparts.unchanged``). What A's changes
+    did not claim is synced after A, as B's batches. Unlike the initial
+    sync's store, B is not read in full: an email not found here is searched
+    in the app, and deleted (archived) contacts are kept.
+    """
+
+    def __init__(
+        self, connectors: dict[str, Connector], keep: frozenset[str], ctx: Context
+    ) -> None:
+        super().__init__(connectors, keep)
+        self.ctx = ctx
+
+    def add(self, contact: Contact) -> None:
+        self.fed[B].add(contact.id)
+        super().add(contact)
+
+    def by_emails(self, side: str, emails: list[str]) -> dict[str, list[Contact]]:
+        return Counterparts.by_emails(self, side, emails)

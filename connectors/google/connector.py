@@ -202,6 +202,11 @@ class GoogleConnector(Connector):
     recent_write_seconds = 120.0
     #: before a stale-etag retry: time for reads to catch up with a write
     stale_retry_wait = 1.5
+    #: an update needs the whole person (Google replaces each field it is
+    #: sent, other emails and phones included): a person this run read by id
+    #: this recently stands in for a second read before it (its etag still
+    #: guards the write: a stale one takes the stale-etag retry)
+    just_read_seconds = 10.0
     #: (base url, resource name) -> (etags our writes replaced, last answer, until);
     #: shared by the instances of one process (one per run). A stand-in also
     #: needs the etag to match, so two accounts cannot mix their people up
@@ -272,6 +277,8 @@ class GoogleConnector(Connector):
         self._search_missed: set[str] = set()
         #: old resource name -> new, from ``previousResourceNames`` in sync answers
         self._renamed: dict[str, str] = {}
+        #: people read by id (``get_contacts``): resource name -> (when, person)
+        self._just_read: dict[str, tuple[float, Person]] = {}
 
     @classmethod
     def token_url_for(cls, base_url: str) -> str:
@@ -543,7 +550,28 @@ class GoogleConnector(Connector):
             return
 
     def get_contacts(self, ids: Iterable[str]) -> dict[str, Contact]:
-        return {rn: self.to_contact(p) for rn, p in self._read_people(list(ids)).items()}
+        people = self._read_people(list(ids))
+        now = time.monotonic()
+        if len(self._just_read) > 10_000:
+            self._just_read.clear()
+        for rn, person in people.items():
+            self._just_read[rn] = (now, person)
+        return {rn: self.to_contact(p) for rn, p in people.items()}
+
+    def _people_for_update(self, ids: list[str]) -> dict[str, Person]:
+        """The whole people to update: those this run read moments ago by id
+        (the engine reads a counterpart just before it plans a write to it),
+        the rest read now."""
+        now = time.monotonic()
+        out: dict[str, Person] = {}
+        for rn in ids:
+            seen = self._just_read.pop(rn, None)
+            if seen is not None and now - seen[0] <= self.just_read_seconds:
+                out[rn] = seen[1]
+        missing = [rn for rn in ids if rn not in out]
+        if missing:
+            out.update(self._read_people(missing))
+        return out
 
     def _read_people(self, ids: list[str]) -> dict[str, Person]:
         """People by the ids asked for. An id Google renamed (seen in this
@@ -813,7 +841,7 @@ class GoogleConnector(Connector):
         whose fields change go in the same batch update (``memberships``), so
         no write of ours makes the etag we read stale; labels alone go through
         members:modify, which needs no etag."""
-        fresh = self._read_people([str(w.id) for _, w in items])
+        fresh = self._people_for_update([str(w.id) for _, w in items])
         with_fields: list[tuple[int, ContactWrite]] = []
         labels_only: list[tuple[int, ContactWrite]] = []
         for i, write in items:

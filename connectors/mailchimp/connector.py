@@ -198,6 +198,10 @@ class MailchimpConnector(Connector):
         webhooks=True,
         batch_writes=True,
         custom_fields=True,
+        # the member list is read from the audience itself (no index lag) and
+        # archiving moves ``last_changed``; a tag edit does not, which the
+        # periodic tag rescan covers here as for every read
+        current_changes=True,
     )
     webhooks = mailchimp_webhooks.WEBHOOKS
     default_base_url = "https://{dc}.api.mailchimp.com/3.0"
