@@ -118,7 +118,9 @@ class Capabilities:
     #: A contact absent from a feed read moments ago has not changed since the
     #: last sync, so the engine can take its counterpart's values from the
     #: binding's base instead of reading it again. False where the app
-    #: documents a lag (Google's sync tokens, HubSpot's search index).
+    #: documents a lag: Google's sync tokens ("Writes may have a propagation
+    #: delay of several minutes for sync requests", people.connections.list
+    #: reference), HubSpot's search index.
     current_changes: bool = False
 
 
