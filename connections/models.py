@@ -166,6 +166,8 @@ class Account(models.Model):
                     semantic=item.get("semantic") or None,
                     multi_value=item.get("multi_value", False),
                     parts=tuple(item.get("parts") or ()),
+                    native_type=item.get("native_type") or "",
+                    native_format=item.get("native_format") or "",
                 )
             )
         return out
@@ -183,6 +185,8 @@ class Account(models.Model):
                 "semantic": str(f.semantic) if f.semantic else None,
                 "multi_value": f.multi_value,
                 "parts": list(f.parts),
+                **({"native_type": f.native_type} if f.native_type else {}),
+                **({"native_format": f.native_format} if f.native_format else {}),
             }
             for f in fields
         ]

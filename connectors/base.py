@@ -87,6 +87,11 @@ class Field:
     multi_value: bool = False
     #: For the virtual full-name field: the keys of its parts (first, last).
     parts: tuple[str, ...] = ()
+    #: the app's own type and format of the field, where the connector needs
+    #: them to read and write values (Mailchimp: "date" and "DD/MM/YYYY"), so
+    #: a connector given the cached schema need not read the app's again
+    native_type: str = ""
+    native_format: str = ""
 
     @property
     def is_virtual(self) -> bool:

@@ -394,6 +394,27 @@ class MailchimpConnector(Connector):
             self._fields = self._build_fields(merge_fields)
         return list(self._fields)
 
+    def use_schema(self, fields: list[Field]) -> None:
+        """The schema cached on the account (read within the hour) stands in
+        for the merge-fields read, when it kept each merge field's own type
+        and date format (a schema cached before it did is read again)."""
+        super().use_schema(fields)
+        merges: dict[str, dict[str, Any]] = {}
+        for f in fields:
+            if f.key in (EMAIL_KEY, STATUS_KEY) or f.parts:
+                continue
+            if not f.native_type:
+                return
+            options = {"date_format": f.native_format} if f.native_format else {}
+            merges[f.key] = {
+                "tag": f.key,
+                "name": f.label,
+                "type": f.native_type,
+                "options": options,
+            }
+        self._merge_fields = merges
+        self._fields = list(fields)
+
     def _first_audience(self) -> str:
         """Before a connection picks its audience, the account's schema (what
         the admin offers) comes from its first audience."""
@@ -422,6 +443,8 @@ class MailchimpConnector(Connector):
                     choices=choices if mtype in ("radio", "dropdown") else (),
                     custom=tag not in STANDARD_TAGS,
                     semantic=STANDARD_TAGS.get(tag),
+                    native_type=mtype,
+                    native_format=str((merge.get("options") or {}).get("date_format") or ""),
                 )
             )
         if "FNAME" in self._merge_fields and "LNAME" in self._merge_fields:

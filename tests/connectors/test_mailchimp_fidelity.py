@@ -4,6 +4,7 @@ tag change does not move ``last_changed``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -100,3 +101,33 @@ def test_a_tag_edited_in_mailchimp_reaches_the_sync_at_the_next_tag_rescan(
         type(connector).tag_rescan_seconds = saved
     [tagged] = [c for c in seen if c.email == "tagme@example.com"]
     assert "vip" in tagged.tags
+
+
+def test_the_schema_cached_on_the_account_stands_in_for_the_merge_fields_read(
+    mailchimp: Control, make_connector: MakeConnector
+) -> None:
+    from connections.models import Account
+
+    _date_field(mailchimp, "DD/MM/YYYY")
+    first = make_connector("mailchimp", fresh_sandbox=False)
+    cached = Account(schema=Account.dump_schema(first.fields())).schema_fields()
+    [created] = first.write_contacts(
+        [ContactWrite(None, "dated@example.com", {"RENEWAL": "2025-03-04"})]
+    )
+    mailchimp.call("POST", "/stats/reset")
+    later = make_connector("mailchimp", fresh_sandbox=False)
+    later.use_schema(cached)
+    [updated] = later.write_contacts(
+        [ContactWrite(created.contact.id, None, {"RENEWAL": "2026-12-31"}, current=created.contact)]
+    )
+    assert updated.ok, updated.error
+    assert later.get_contacts([created.contact.id])[created.contact.id].fields["RENEWAL"] == (
+        "2026-12-31"
+    )
+    assert "GET /3.0/lists/{list_id}/merge-fields" not in mailchimp.call("GET", "/stats")
+    # a schema cached before the merge fields' own types were kept is read again
+    old = [dataclasses.replace(f, native_type="", native_format="") for f in cached]
+    again = make_connector("mailchimp", fresh_sandbox=False)
+    again.use_schema(old)
+    again.get_contacts([created.contact.id])
+    assert mailchimp.call("GET", "/stats")["GET /3.0/lists/{list_id}/merge-fields"] == 1
