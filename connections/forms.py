@@ -118,12 +118,24 @@ class ConnectionForm(forms.ModelForm):
             "unsubscribe_tag",
             "interval_minutes",
         ]
-        labels = {"account_a": "Side A account", "account_b": "Side B account"}
+        labels = {"account_a": "First app", "account_b": "Second app"}
+        help_texts = {
+            "account_a": "The account of one app to sync (Drift, say).",
+            "account_b": "The account of the app to sync it with (HubSpot, say).",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.setting_fields: dict[str, list[str]] = {Side.A: [], Side.B: []}
         if not self.instance.pk:
+            # before the apps are chosen their names are not known: "first" and
+            # "second" as the two fields above say, never "A" and "B"
+            if "direction" in self.fields:
+                self.fields["direction"].choices = [
+                    (Direction.TWO_WAY, "Two-way: changes flow both ways"),
+                    (Direction.A_TO_B, "One-way: first app → second app"),
+                    (Direction.B_TO_A, "One-way: second app → first app"),
+                ]
             return
         conn = self.instance
         if "account_a" in self.fields:
@@ -168,7 +180,7 @@ class ConnectionForm(forms.ModelForm):
         data = super().clean()
         account_a, account_b = data.get("account_a"), data.get("account_b")
         if account_a and account_b and account_a == account_b:
-            self.add_error("account_b", "Side B must be another account than side A.")
+            self.add_error("account_b", "Choose another account than the first app's.")
             return data
         if not (account_a and account_b):
             return data
@@ -225,12 +237,15 @@ class FieldMappingForm(forms.ModelForm):
             self.fields_b = {f.key: f for f in self.connection.account_b.schema_fields()}
             for side, known in ((Side.A, self.fields_a), (Side.B, self.fields_b)):
                 name = f"field_{side}"
+                if name not in self.fields:
+                    continue  # read-only (a view-only person): shown in the apps' names
                 current = getattr(self.instance, name, "") or ""
                 self.fields[name] = forms.ChoiceField(
                     label=f"{self.connection.side_name(side)} field",
                     choices=field_choices(list(known.values()), current),
                 )
-            self.fields["direction"].choices = self.connection.direction_choices()
+            if "direction" in self.fields:
+                self.fields["direction"].choices = self.connection.direction_choices()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -238,6 +238,22 @@ def test_adding_a_connection_applies_the_defaults_and_makes_a_draft(admin_client
     assert connection.mappings.filter(is_default=True).count() == 5
 
 
+def test_the_first_step_speaks_of_the_first_and_second_app_never_of_a_and_b(
+    admin_client, make_account
+):
+    make_account("drift")
+    page = admin_client.get(reverse("admin:connections_connection_add")).content.decode()
+    assert "First app" in page
+    assert "Second app" in page
+    assert "One-way: first app → second app" in page
+    for letters in ("Side A", "Side B", "A → B", "B → A"):
+        assert letters not in page
+    same = make_account("hubspot")
+    data = {"name": "x", "account_a": same.pk, "account_b": same.pk, "direction": "two_way"}
+    page = admin_client.post(reverse("admin:connections_connection_add"), data).content.decode()
+    assert "Choose another account than the first app&#x27;s." in page
+
+
 # ------------------------------------------------------------------- rules
 
 

@@ -37,9 +37,36 @@ class FieldMappingInline(admin.TabularInline):
     can_delete = True
     verbose_name = "field mapping"
 
+    #: what a view-only person reads instead of the raw keys and "A → B"
+    SHOWN = ["mapped_from", "mapped_to", "direction_shown", "enabled", "effective", "is_default"]
+
+    def get_fields(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.SHOWN
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.SHOWN
+        return super().get_readonly_fields(request, obj)
+
     def get_formset(self, request: HttpRequest, obj: Connection | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
         kwargs["form"] = type("BoundFieldMappingForm", (self.form,), {"connection": obj})
         return super().get_formset(request, obj, **kwargs)
+
+    @admin.display(description="Field")
+    def mapped_from(self, mapping: FieldMapping) -> str:
+        conn = mapping.connection
+        return f"{conn.side_name(Side.A)}: {conn.field_label(Side.A, mapping.field_a)}"
+
+    @admin.display(description="Mapped to")
+    def mapped_to(self, mapping: FieldMapping) -> str:
+        conn = mapping.connection
+        return f"{conn.side_name(Side.B)}: {conn.field_label(Side.B, mapping.field_b)}"
+
+    @admin.display(description="Direction")
+    def direction_shown(self, mapping: FieldMapping) -> str:
+        return mapping.connection.arrow(mapping.direction)
 
     @admin.display(description="Effective direction")
     def effective(self, mapping: FieldMapping) -> str:

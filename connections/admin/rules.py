@@ -96,6 +96,23 @@ class RuleInline(admin.TabularInline):
     extra = 0
     show_change_link = True
 
+    #: what a view-only person reads: the direction in the apps' names
+    SHOWN = ["name", "direction_shown", "position", "enabled", "undo_on_unmatch", "summary"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.SHOWN
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.SHOWN
+        return super().get_readonly_fields(request, obj)
+
+    @admin.display(description="Direction")
+    def direction_shown(self, rule: Rule) -> str:
+        return rule.connection.arrow(rule.direction)
+
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any):  # type: ignore[no-untyped-def]
         formset = super().get_formset(request, obj, **kwargs)
         if obj is not None and "direction" in formset.form.base_fields:
