@@ -137,3 +137,27 @@ def test_events_and_contacts_are_found_by_part_of_an_email_or_a_name(admin_clien
     assert list(contacts.context["cl"].result_list) == [link]
     contacts = admin_client.get(reverse("admin:connections_contactlink_changelist") + "?q=byron")
     assert list(contacts.context["cl"].result_list) == [link]
+
+
+@pytest.mark.integration
+def test_a_name_with_accents_is_found_in_events_and_contacts(admin_client, conn):
+    link = ContactLink.objects.create(
+        connection=conn,
+        email="zoe@example.com",
+        base_a={"firstname": "Zoë", "lastname": "Ångström"},
+    )
+    run = finished(conn, dry_run=False)
+    by_link = event(run, "zoe@example.com", "b", "created", link=link)
+    by_change = event(
+        run,
+        "x@example.com",
+        "b",
+        "updated",
+        changes=[{"field": "lastname", "new": "Müller-Ångström"}],
+    )
+    event(run, "bob@example.com", "b", "created")
+    assert listed(events_page(admin_client, "?q=Zoë")) == [by_link]
+    assert set(listed(events_page(admin_client, "?q=ångström"))) == {by_link, by_change}
+    assert listed(events_page(admin_client, "?q=Müller ångström")) == [by_change]
+    contacts = admin_client.get(reverse("admin:connections_contactlink_changelist") + "?q=Zoë")
+    assert list(contacts.context["cl"].result_list) == [link]

@@ -17,13 +17,14 @@ from connectors import registry
 from ..models import Connection, Side, SyncEvent, SyncRun
 from .common import (
     CappedCountPaginator,
+    JsonTextSearch,
     changes_table,
     folded,
     link_to,
 )
 
 
-class AuditAdmin(admin.ModelAdmin):
+class AuditAdmin(JsonTextSearch, admin.ModelAdmin):
     """Read-only log tables, paginated without full counts."""
 
     show_full_result_count = False
@@ -215,6 +216,7 @@ class SyncEventAdmin(AuditAdmin):
     #: Values are searched as stored (JSON): non-ASCII letters in names are
     #: escaped there and not found this way.
     search_fields = ["email", "changes", "link__base_a", "link__base_b"]
+    json_search_fields = ("changes", "link__base_a", "link__base_b")
     search_help_text = "Part of an email address, or a name or other field value."
     list_select_related = [
         "run",

@@ -113,6 +113,7 @@ class ContactLinkAdmin(AuditAdmin):
     actions = ["send_held_trash_tags"]
     #: part of an email, an exact id, or a name (any value) as last synced
     search_fields = ["email", "=id_a", "=id_b", "base_a", "base_b"]
+    json_search_fields = ("base_a", "base_b")
     search_help_text = "Part of an email address, an app's contact id, or a name."
     list_select_related = ["connection", "connection__account_a", "connection__account_b"]
     fields = [
