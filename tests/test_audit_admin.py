@@ -161,3 +161,31 @@ def test_a_name_with_accents_is_found_in_events_and_contacts(admin_client, conn)
     assert listed(events_page(admin_client, "?q=Müller ångström")) == [by_change]
     contacts = admin_client.get(reverse("admin:connections_contactlink_changelist") + "?q=Zoë")
     assert list(contacts.context["cl"].result_list) == [link]
+
+
+def test_alerts_are_listed_open_first_and_a_viewer_can_read_but_not_change_them(
+    client, view_only_user, conn
+):
+    from connections.models import Alert
+
+    old = Alert.objects.create(
+        connection=conn,
+        kind=Alert.Kind.ERROR,
+        reason="HubSpot answered 500",
+        resolved_at=timezone.now(),
+    )
+    current = Alert.objects.create(
+        connection=conn, kind=Alert.Kind.NEEDS_REAUTH, reason="Google refused the token"
+    )
+    client.force_login(view_only_user)
+    url = reverse("admin:connections_alert_changelist")
+    page = client.get(url)
+    assert page.status_code == 200
+    assert list(page.context["cl"].result_list) == [current, old]
+    assert list(client.get(url + "?state=open").context["cl"].result_list) == [current]
+    assert "Google refused the token" in page.content.decode()
+    detail = client.get(reverse("admin:connections_alert_change", args=[current.pk]))
+    assert detail.status_code == 200
+    assert "Needs re-authorization" in detail.content.decode()
+    refused = client.post(reverse("admin:connections_alert_change", args=[current.pk]), {})
+    assert refused.status_code == 403

@@ -12,7 +12,7 @@ holds what they share. Python builds each page's context; the HTML is in
 """
 
 from .accounts import AccountAdmin
-from .audit import AuditAdmin, SyncEventAdmin, SyncRunAdmin
+from .audit import AlertAdmin, AuditAdmin, SyncEventAdmin, SyncRunAdmin
 from .common import CappedCountPaginator, changes_table, connector_oauth_provider, folded
 from .connections import ConnectionAdmin, FieldMappingInline
 from .dry_run import COUNTER_ORDER, PREVIEW_LIMIT, QUIET_ACTIONS, DiffRow
@@ -27,6 +27,7 @@ __all__ = [
     "QUIET_ACTIONS",
     "AccountAdmin",
     "ActionInline",
+    "AlertAdmin",
     "AuditAdmin",
     "CappedCountPaginator",
     "ConditionInline",

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from connectors import registry
 
-from ..models import Connection, Side, SyncEvent, SyncRun
+from ..models import Alert, Connection, Side, SyncEvent, SyncRun
 from .common import (
     CappedCountPaginator,
     JsonTextSearch,
@@ -212,9 +212,8 @@ class SyncEventAdmin(AuditAdmin):
     ]
     list_filter = [DryRunFilter, ConnectionFilter, AppFilter, "action", "side", RunFilter]
     #: part of an email; a name (or any other value) as the run recorded it
-    #: in its field changes, or as the contact's binding last synced it.
-    #: Values are searched as stored (JSON): non-ASCII letters in names are
-    #: escaped there and not found this way.
+    #: in its field changes, or as the contact's binding last synced it
+    #: (names with accents too: ``JsonTextSearch``).
     search_fields = ["email", "changes", "link__base_a", "link__base_b"]
     json_search_fields = ("changes", "link__base_a", "link__base_b")
     search_help_text = "Part of an email address, or a name or other field value."
@@ -257,3 +256,55 @@ class SyncEventAdmin(AuditAdmin):
     @admin.display(description="Changes")
     def changes_table(self, event: SyncEvent) -> str:
         return changes_table(event.changes)
+
+
+class AlertStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(AuditAdmin):
+    """Incidents the owners were mailed about: what went wrong with which
+    connection, since when, and when it recovered."""
+
+    list_display = [
+        "opened_at",
+        "connection",
+        "kind",
+        "state",
+        "reason_short",
+        "last_mailed_at",
+        "resolved_at",
+    ]
+    list_filter = [AlertStateFilter, "kind", "connection"]
+    list_select_related = ["connection"]
+    fields = [
+        "connection",
+        "kind",
+        "state",
+        "reason",
+        "opened_at",
+        "last_mailed_at",
+        "resolved_at",
+        "recovery_mailed_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="State")
+    def state(self, alert: Alert) -> str:
+        return "open" if alert.resolved_at is None else "resolved"
+
+    @admin.display(description="Reason")
+    def reason_short(self, alert: Alert) -> str:
+        return alert.reason[:100]
