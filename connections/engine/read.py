@@ -60,13 +60,8 @@ class Reader:
         if self.full and self.listable(A) and self.listable(B):
             yield from self.full_both()
             return
-        if (
-            not self.full
-            and self.listable(A)
-            and self.listable(B)
-            and self.connectors[B].capabilities.current_changes
-        ):
-            yield from self.changes_both()
+        if not self.full and self.listable(B) and self.connectors[B].capabilities.current_changes:
+            yield from self.changes_b_first()
             return
         for side in (A, B):
             if self.listable(side):
@@ -108,11 +103,12 @@ class Reader:
         if not leftovers:
             yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
 
-    def changes_both(self) -> Iterator[Batch]:
+    def changes_b_first(self) -> Iterator[Batch]:
         """Incremental run, B's feed current: B's changes into memory, A's
-        changes matched against them (and against the bases of what B did
-        not report), then B's unclaimed changes. B's cursor is saved with its
-        last batch, so a crash before it reads B's changes again."""
+        changes (its feed, or the Drift inbox) matched against them and
+        against the bases of what B did not report, then B's unclaimed
+        changes. B's cursor is saved with its last batch, so a crash before
+        it reads B's changes again."""
         store = ChangesStore(self.connectors, self.ctx.keys_read(B), self.ctx)
         cursor_b = self.start_cursor(B)
         for page in self.connectors[B].changes(cursor_b):
@@ -120,10 +116,13 @@ class Reader:
                 store.add(contact)
             cursor_b = page.cursor
         store.feed_done(B)
-        for page in self.connectors[A].changes(self.start_cursor(A)):
-            store.feed_read(A, (c.id for c in page.contacts))
-            yield Batch(A, page.contacts, store, cursor=page.cursor)
-        store.feed_done(A)
+        if self.listable(A):
+            for page in self.connectors[A].changes(self.start_cursor(A)):
+                store.feed_read(A, (c.id for c in page.contacts))
+                yield Batch(A, page.contacts, store, cursor=page.cursor)
+            store.feed_done(A)
+        else:
+            yield from self.inbox(A, store)
         leftovers = store.leftovers()
         size = max(self.connectors[A].write_batch_size, 100)
         for start in range(0, len(leftovers), size):
@@ -133,7 +132,7 @@ class Reader:
         if not leftovers:
             yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
 
-    def inbox(self, side: str) -> Iterator[Batch]:
+    def inbox(self, side: str, counterparts: Counterparts | None = None) -> Iterator[Batch]:
         """Drift: contacts come in through its webhooks, stored in the inbox.
 
         The saved cursor trails the newest deliveries by ``INBOX_SETTLE``: on
@@ -201,7 +200,7 @@ class Reader:
                     contact.updated_at = changed_at[cid]
                 contacts.append(contact)
             cursor = str(settled) if settled is not None else None
-            yield Batch(side, contacts, self.remote, cursor=cursor, inbox_upto=last)
+            yield Batch(side, contacts, counterparts or self.remote, cursor=cursor, inbox_upto=last)
 
     def delivered_contacts(
         self, side: str, events: list[dict], fresh_after: dt.datetime

@@ -11,7 +11,7 @@ from connections.engine import store
 from connections.models import ContactLink, LinkStatus
 from connectors import sandbox
 
-from .world import App, connect, sync
+from .world import App, connect, identify_in_drift, inbox, sync
 
 GET_MEMBER = "GET /3.0/lists/{list_id}/members/{hash}"
 PATCH_MEMBER = "PATCH /3.0/lists/{list_id}/members/{hash}"
@@ -26,7 +26,7 @@ def server():
 
 @pytest.fixture
 def apps(server, db):
-    out = {key: App(server, key) for key in ("google", "mailchimp")}
+    out = {key: App(server, key) for key in ("drift", "google", "mailchimp")}
     for app in out.values():
         app.reset()
         app.make_account()
@@ -96,6 +96,20 @@ def test_mailchimp_as_side_a_gives_google_changes_their_counterpart_from_the_bas
     before = mailchimp.stats()
     sync(conn)
     assert mailchimp.one("ann@example.com").fields["PHONE"] == "200"
+    assert served(mailchimp, GET_MEMBER, before) == 0
+
+
+def test_a_drift_edit_reaches_mailchimp_without_reading_the_member_again(apps):
+    drift, mailchimp = apps["drift"], apps["mailchimp"]
+    conn = connect(drift, mailchimp)
+    dee = identify_in_drift(drift, "dee@example.com", "Dee Lee", phone="100")
+    sync(conn)
+    sync(conn)
+    drift.edit(dee, phone="200")
+    inbox(drift, "contact_updated", "updated", dee)
+    before = mailchimp.stats()
+    sync(conn)
+    assert mailchimp.one("dee@example.com").fields["PHONE"] == "200"
     assert served(mailchimp, GET_MEMBER, before) == 0
 
 
