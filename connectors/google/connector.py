@@ -61,6 +61,21 @@ PERSON_FIELDS = (
 )
 CUSTOM_PREFIX = "custom:"
 MY_CONTACTS = "contactGroups/myContacts"
+#: Google's system groups have fixed resource names: a membership in one is
+#: never a tag, and needs no read of the account's groups to tell
+SYSTEM_GROUPS = frozenset(
+    f"contactGroups/{name}"
+    for name in (
+        "myContacts",
+        "starred",
+        "chatBuddies",
+        "all",
+        "friends",
+        "family",
+        "coworkers",
+        "blocked",
+    )
+)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: google.rpc.Code FAILED_PRECONDITION: the etag we sent is stale
 FAILED_PRECONDITION = 9
@@ -345,6 +360,8 @@ class GoogleConnector(Connector):
 
     def _group_name(self, rn: str) -> str | None:
         """The tag a membership stands for; None for system groups and the scope group."""
+        if rn in SYSTEM_GROUPS or rn == self.scope_group:
+            return None
         if self._groups is None or rn not in self._groups:
             self._load_groups()
         assert self._groups is not None

@@ -408,6 +408,17 @@ def test_tags_are_user_labels_and_system_groups_are_not_tags(
     assert contact.tags == frozenset({"VIP"})
 
 
+def test_contacts_in_system_groups_only_are_read_without_reading_the_labels(
+    google: GoogleConnector, root: str
+) -> None:
+    [rn] = seed(root, 1)
+    google.client.modify_members("contactGroups/starred", add=[rn])
+    SandboxControl(root).call("POST", "/stats/reset")
+    contacts, _ = read_all(google)
+    assert [c.tags for c in contacts] == [frozenset()]
+    assert "GET /v1/contactGroups" not in stats(root)
+
+
 def test_adding_a_tag_creates_its_label_and_membership_changes_are_batched_by_label(
     google: GoogleConnector, root: str
 ) -> None:
