@@ -168,12 +168,17 @@ class Credentials:
     __str__ = __repr__
 
 
+#: the tag set of every contact without tags (an empty frozenset of its own
+#: costs 216 bytes: 20 MB over 100,000 contacts held at once)
+NO_TAGS: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class Contact:
     id: str
     email: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    tags: frozenset[str] = frozenset()
+    tags: frozenset[str] = NO_TAGS
     created_at: dt.datetime | None = None
     #: the app's own last-modified time (used by the "most recent" policy)
     updated_at: dt.datetime | None = None

@@ -245,11 +245,19 @@ class Reader:
         They go through the same path as a change on their source side, so a
         create that failed is searched for by email again before it is retried.
         """
-        due = list(
-            ContactLink.objects.filter(connection=self.conn, status=LinkStatus.FAILING)
-            .filter(Q(retry_after__lte=timezone.now()) | Q(retry_after__isnull=True))
-            .exclude(pk__in=processed)[:1000]
-        )
+        # the links this run handled are left out here, not in SQL: after an
+        # initial sync of 100,000 contacts that would be a statement of as many
+        # parameters (~35 MB of it, the run's peak of memory; and past
+        # SQLite's limit where it keeps its default of 32,766)
+        failing = ContactLink.objects.filter(
+            connection=self.conn, status=LinkStatus.FAILING
+        ).filter(Q(retry_after__lte=timezone.now()) | Q(retry_after__isnull=True))
+        due: list[ContactLink] = []
+        for link in failing.iterator(chunk_size=1000):
+            if link.pk not in processed:
+                due.append(link)
+                if len(due) == 1000:
+                    break
         for side in (A, B):
             ids = [link.remote_id(side) for link in due if link.remote_id(side)]
             if not ids:

@@ -15,11 +15,10 @@ report it, so the values last synced (the binding's base) are its values
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import Connector, Contact, normalize_email
+from connectors.base import NO_TAGS, Connector, Contact, normalize_email
 
 from ..models import LinkStatus
 from .context import A, B, Context
@@ -141,23 +140,36 @@ class InitialSyncStore(Counterparts):
 
     A contact leaves the store when it is matched; what is left once A has
     been read has no counterpart in A (``leftovers``). Only the fields
-    planning reads are kept, so memory stays small at 100,000 contacts.
+    planning reads are kept, so memory stays small at 100,000 contacts: an
+    email's entry is the id itself (a list only for an email held twice),
+    and its key is the contact's own email string when that is normalized.
     """
 
     def __init__(self, connectors: dict[str, Connector], keep: frozenset[str]) -> None:
         super().__init__(connectors)
         self.keep = keep
         self.contacts: dict[str, Contact] = {}
-        self.ids_by_email: dict[str, list[str]] = defaultdict(list)
+        self.ids_by_email: dict[str, str | list[str]] = {}
         #: A was listed from its beginning in this run: a search there finds nothing more
         self.a_fully_listed = False
 
     def add(self, contact: Contact) -> None:
         contact.fields = {k: v for k, v in contact.fields.items() if k in self.keep}
+        if not contact.tags:
+            contact.tags = NO_TAGS  # one empty set for all, not one each
         self.contacts[contact.id] = contact
         key = normalize_email(contact.email)
-        if key:
-            self.ids_by_email[key].append(contact.id)
+        if not key:
+            return
+        if key == contact.email:
+            key = contact.email  # the same string, not a copy
+        held = self.ids_by_email.get(key)
+        if held is None:
+            self.ids_by_email[key] = contact.id
+        elif isinstance(held, str):
+            self.ids_by_email[key] = [held, contact.id]
+        else:
+            held.append(contact.id)
 
     def by_ids(
         self, side: str, ids: list[str], links: Mapping[str, ContactLink] | None = None
@@ -177,12 +189,7 @@ class InitialSyncStore(Counterparts):
 
     def by_emails(self, side: str, emails: list[str]) -> dict[str, list[Contact]]:
         if side == B:
-            found = {
-                key: [
-                    self.contacts[i] for i in self.ids_by_email.get(key, []) if i in self.contacts
-                ]
-                for key in emails
-            }
+            found = {key: self._held(key) for key in emails}
             # B was read in full: the emails not found there need no search before a create
             self.connectors[B].searched(k for k in emails if not found[k])
             return found
@@ -191,12 +198,22 @@ class InitialSyncStore(Counterparts):
             return {}
         return super().by_emails(side, emails)
 
+    def _held(self, key: str) -> list[Contact]:
+        held = self.ids_by_email.get(key, ())
+        ids = [held] if isinstance(held, str) else held
+        return [self.contacts[i] for i in ids if i in self.contacts]
+
     def claim(self, contacts: Iterable[Contact]) -> None:
         for contact in contacts:
             self.contacts.pop(contact.id, None)
 
     def leftovers(self) -> list[Contact]:
-        return list(self.contacts.values())
+        """What is left, handed over: B was matched against A in full, so
+        nothing asks the store for B again, and the run's end (the retries,
+        the trash) does not hold it in memory through the last batch."""
+        out = list(self.contacts.values())
+        self.contacts, self.ids_by_email = {}, {}
+        return out
 
 
 class ChangesStore(InitialSyncStore):

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from ..base import (
     FULL_NAME_KEY,
+    NO_TAGS,
     AccountInfo,
     AuthError,
     Capabilities,
@@ -498,19 +499,23 @@ class MailchimpConnector(Connector):
         merges = member.get("merge_fields") or {}
         for tag in self._merge_fields:
             fields[tag] = self._read_value(tag, merges.get(tag))
-        tags = frozenset(
-            str(t.get("name")) for t in member.get("tags") or [] if isinstance(t, dict)
+        tags = (
+            frozenset(str(t.get("name")) for t in member.get("tags") or [] if isinstance(t, dict))
+            or NO_TAGS
         )
+        signed_up = member.get("timestamp_signup") or member.get("timestamp_opt") or None
         last_changed = member.get("last_changed") or None
+        created_at = parse_iso_datetime(signed_up)
         return Contact(
             id=str(member.get("id") or subscriber_hash(email or "")),
             email=email,
             fields=fields,
             tags=tags,
-            created_at=parse_iso_datetime(
-                member.get("timestamp_signup") or member.get("timestamp_opt") or None
-            ),
-            updated_at=parse_iso_datetime(last_changed),
+            created_at=created_at,
+            # one object when both times are the same (a member never changed)
+            updated_at=created_at
+            if last_changed == signed_up
+            else parse_iso_datetime(last_changed),
             version=last_changed,
             deleted=status == "archived",
             unsubscribed=status == "unsubscribed",
