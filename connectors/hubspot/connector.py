@@ -1,6 +1,7 @@
 """HubSpot contacts (CRM v3) as a driftsync connector.
 
-Reading: a full read pages ``GET /crm/v3/objects/contacts``; an incremental
+Reading: a full read pages ``GET /crm/v3/objects/contacts`` (two calls to a
+page, the next page read ahead while the run works on one); an incremental
 read searches ``lastmodifieddate >= floor`` sorted ascending and pages by
 moving the floor (keyset), never by ``after``. Offsets shift under a search
 when records change while it is paged, and the search refuses to page past
@@ -27,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..base import (
@@ -189,6 +191,9 @@ class HubSpotConnector(Connector):
     vendor_hosts = ("api.hubapi.com",)
     #: GET /crm/v3/objects/contacts takes at most 100
     page_size = 100
+    #: list calls to one page of a full read: 200 contacts, as a search page,
+    #: so the other side's writes go in batches of up to 200 (Google's largest)
+    list_calls_per_page: ClassVar[int] = 2
     #: POST .../search takes at most 200 (raised from 100 in 2024)
     search_page_size: ClassVar[int] = 200
     #: batch/create, batch/update and batch/read take at most 100 inputs
@@ -515,35 +520,70 @@ class HubSpotConnector(Connector):
         since = max(since, min(newest, run_start - self.min_overlap_ms))
         return since, self._trim({k: v for k, v in window.items() if v >= since})
 
+    def _list_calls(
+        self, after: str | None, props: list[str], clock: list[int]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a full read: up to ``list_calls_per_page`` list calls,
+        each from the ``after`` of the one before. ``clock`` gets HubSpot's
+        time of the first answer when it is still empty."""
+        records: list[dict[str, Any]] = []
+        for _ in range(self.list_calls_per_page):
+            data = self.client.list_contacts(properties=props, limit=self.page_size, after=after)
+            if not clock:
+                clock.append(self.client.now_ms())
+            records.extend(data.get("results") or [])
+            after = ((data.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                break
+        return records, after
+
     def _full_scan(self, state: dict[str, Any]) -> Iterator[Page]:
+        """The list endpoint, ``list_calls_per_page`` calls to a page, the
+        next page read ahead (its calls in flight) while the run works on
+        this one: each call's ``after`` comes from the one before, so a full
+        read is a chain of calls, and the run's writes would otherwise wait
+        for it and it for them."""
         after: str | None = state.get("after")
-        start: int | None = state.get("start")
+        clock: list[int] = [int(state["start"])] if state.get("start") is not None else []
         seen: dict[str, int] = {str(k): int(v) for k, v in (state.get("seen") or {}).items()}
         props = self._read_properties()
-        while True:
-            data = self.client.list_contacts(properties=props, limit=self.page_size, after=after)
-            if start is None:
-                start = self.client.now_ms()
-            horizon = start - self.full_scan_margin_ms
-            records = data.get("results") or []
-            for record in records:
-                modified = self._modified_ms(record)
-                if modified is not None and modified >= horizon:
-                    seen[str(record.get("id"))] = modified
-            contacts = [self._contact(r) for r in records]
-            after = ((data.get("paging") or {}).get("next") or {}).get("after")
-            if after:
-                cursor = {"phase": "full", "after": after, "start": start, "seen": self._trim(seen)}
-                yield Page(contacts, self._dump(cursor), done=False, full_scan=True)
-                continue
-            cursor = {
-                "phase": "search",
-                "since": horizon,
-                "seen": self._trim(seen),
-                "arch_since": horizon,
-            }
-            yield Page(contacts, self._dump(cursor), done=True, full_scan=True)
-            return
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-read-ahead")
+        try:
+            pending: Future[tuple[list[dict[str, Any]], str | None]] | None = None
+            while True:
+                if pending is not None:
+                    records, after = pending.result()
+                else:
+                    records, after = self._list_calls(after, props, clock)
+                pending = ahead.submit(self._list_calls, after, props, clock) if after else None
+                start = clock[0]
+                horizon = start - self.full_scan_margin_ms
+                for record in records:
+                    modified = self._modified_ms(record)
+                    if modified is not None and modified >= horizon:
+                        seen[str(record.get("id"))] = modified
+                contacts = [self._contact(r) for r in records]
+                if after:
+                    cursor = {
+                        "phase": "full",
+                        "after": after,
+                        "start": start,
+                        "seen": self._trim(seen),
+                    }
+                    yield Page(contacts, self._dump(cursor), done=False, full_scan=True)
+                    continue
+                cursor = {
+                    "phase": "search",
+                    "since": horizon,
+                    "seen": self._trim(seen),
+                    "arch_since": horizon,
+                }
+                yield Page(contacts, self._dump(cursor), done=True, full_scan=True)
+                return
+        finally:
+            # a run that stops early waits for the page read ahead: no request
+            # of this run is still on the wire once it has returned
+            ahead.shutdown(wait=True, cancel_futures=True)
 
     def _search_request(self, floor: int, tie: int | None, props: list[str]) -> dict[str, Any]:
         if tie is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -148,14 +149,44 @@ def test_a_full_read_pages_through_every_contact_and_can_resume_after_each_page(
     ids = seed(base, [{"email": f"p{i}@example.com", "first_name": f"P{i}"} for i in range(30)])
     connector = connect(SmallPages)
     pages = read_all(connector.changes(None))
-    assert len(pages) == 5
+    # two list calls of 7 to a page: 14, 14, 2
+    assert [len(p.contacts) for p in pages] == [14, 14, 2]
     assert all(p.full_scan for p in pages)
-    assert [p.done for p in pages] == [False] * 4 + [True]
+    assert [p.done for p in pages] == [False, False, True]
     assert ids_of(pages) == ids
-    # a crash after page 2: the saved cursor resumes with page 3
-    resumed = read_all(connect(SmallPages).changes(pages[1].cursor))
+    # a crash after page 1: the saved cursor resumes with page 2
+    resumed = read_all(connect(SmallPages).changes(pages[0].cursor))
     assert ids_of(resumed) == ids[14:]
     assert stats(base)["GET /crm/v3/objects/contacts"] == 5 + 3
+
+
+def test_a_full_read_reads_the_next_page_while_the_run_works_on_one(
+    base: str, connect: Factory
+) -> None:
+    """Each list call needs the ``after`` of the one before: without reading
+    ahead, a run's writes of one page wait for the next page's calls and
+    those for the writes. The next page's calls go out before it is asked for."""
+    ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(30)])
+    pages = connect(SmallPages).changes(None)
+    first = next(pages)
+    assert ids_of([first]) == ids[:14]
+    # the run works on the first page: the second page's two calls are made meanwhile
+    deadline = time.monotonic() + 30
+    while stats(base).get("GET /crm/v3/objects/contacts", 0) < 4:
+        assert time.monotonic() < deadline, "the next page was not read ahead"
+        time.sleep(0.02)
+    assert ids_of(list(pages)) == ids[14:]
+    assert stats(base)["GET /crm/v3/objects/contacts"] == 5
+
+
+def test_a_full_read_stopped_early_leaves_no_call_on_the_wire(base: str, connect: Factory) -> None:
+    seed(base, [{"email": f"p{i}@example.com"} for i in range(30)])
+    connector = connect(SmallPages)
+    pages = connector.changes(None)
+    next(pages)
+    pages.close()  # the run failed on page 1
+    sent = connector.http.stats["GET /crm/v3/objects/contacts"]
+    assert sent == stats(base)["GET /crm/v3/objects/contacts"] <= 4
 
 
 def test_contacts_come_back_with_canonical_values_and_tags(base: str, connect: Factory) -> None:
