@@ -501,10 +501,19 @@ class HubSpotConnector(Connector):
         return json.dumps({"v": 1, **state}, separators=(",", ":"), sort_keys=True)
 
     def _trim(self, seen: dict[str, int], keep_ms: int | None = None) -> dict[str, int]:
+        """At most ``max_seen_in_cursor`` entries. Inside a search: only what
+        paging needs (``keep_ms``). Between runs: the newest ones (a contact
+        re-read but no longer remembered is reported again: an echo the run
+        compares and leaves alone), never none of them: a burst of writes
+        whose millisecond ties cross the cap would otherwise be reported
+        again whole."""
         if len(seen) <= self.max_seen_in_cursor:
             return seen
-        # too many to carry: keep only what paging needs and accept re-reads
-        return {k: v for k, v in seen.items() if v == keep_ms}
+        if keep_ms is not None:
+            # too many to carry: keep only what paging needs and accept re-reads
+            return {k: v for k, v in seen.items() if v == keep_ms}
+        newest = sorted(seen.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        return dict(newest[: self.max_seen_in_cursor])
 
     def _settle(
         self, seen: dict[str, int], since: int, run_start: int

@@ -249,6 +249,29 @@ def test_many_changes_in_one_millisecond_are_walked_in_small_pages_without_loss(
     assert len(reported) == len(set(reported))
 
 
+class FewSeen(HubSpotConnector):
+    search_page_size = 50
+    max_seen_in_cursor = 10
+
+
+def test_a_burst_re_read_in_the_overlap_is_not_reported_again_whole(
+    base: str, connect: Factory
+) -> None:
+    """More writes in one millisecond than the cursor remembers: the next run
+    re-reads the overlap and reports again only those it could not remember
+    (it used to remember none of them and report the whole burst again)."""
+    connector = connect(FewSeen)
+    cursor = read_all(connector.changes(None))[-1].cursor
+    created = connector.write_contacts(
+        [ContactWrite(None, f"burst{i}@example.com", {"firstname": "B"}) for i in range(23)]
+    )
+    assert all(r.ok for r in created)
+    pages = read_all(connector.changes(cursor))
+    assert len(set(ids_of(pages))) == 23
+    again = ids_of(read_all(connector.changes(pages[-1].cursor)))
+    assert len(again) <= 23 - FewSeen.max_seen_in_cursor
+
+
 def test_an_incremental_read_resumes_from_any_page_cursor(base: str, connect: Factory) -> None:
     ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(3)])
     connector = connect(SmallPages)
