@@ -289,7 +289,13 @@ def latency_floor(
             session = local.session = requests.Session()
         path = urllib.parse.urlsplit(url).path
         while True:
-            ctx = pacing.request(path) if pacing is not None else contextlib.nullcontext()
+            # as the connectors pace: a write also takes the app's write slot
+            # (Google: one mutate at a time per account)
+            ctx = (
+                pacing.request(path, method=method)
+                if pacing is not None
+                else contextlib.nullcontext()
+            )
             with ctx:
                 response = session.request(method, url, data=body, headers=headers, timeout=120)
             if response.status_code != 429:
