@@ -516,18 +516,40 @@ class HubSpotConnector(Connector):
         return dict(newest[: self.max_seen_in_cursor])
 
     def _settle(
-        self, seen: dict[str, int], since: int, run_start: int
+        self, seen: dict[str, int], since: int, lag_from: int, burst_from: int
     ) -> tuple[int, dict[str, int]]:
-        """Where the next run starts, and what it must not report again."""
-        since = max(since, run_start - self.overlap_ms)
+        """Where the next run starts, and what it must not report again.
+
+        ``lag_from``: the oldest change this run's search may have missed if
+        the index trails writes by ``overlap_ms``; ``burst_from``: the same
+        for ``min_overlap_ms`` (``_lag_bound``)."""
+        since = max(since, lag_from)
         window = {k: v for k, v in seen.items() if v >= since}
         if len(window) <= self.max_seen_in_cursor:
             return since, window
         # a burst of writes: re-reading it all on every run would cost more
         # than it protects, so re-read only the newest, down to min_overlap_ms
         newest = sorted(window.values(), reverse=True)[self.max_seen_in_cursor - 1]
-        since = max(since, min(newest, run_start - self.min_overlap_ms))
+        since = max(since, min(newest, burst_from))
         return since, self._trim({k: v for k, v in window.items() if v >= since})
+
+    def _lag_bound(
+        self, low: int, high: int | None, fetched: int, lag: int, bound: int | None
+    ) -> int | None:
+        """The oldest change a search page may have missed, if the index trails
+        writes by ``lag`` ms (``bound``: the oldest so far in the run).
+
+        The page answered every indexed contact modified in ``[low, high)``
+        (``high`` None: from ``low`` on, the run's last page); one modified
+        before ``fetched - lag`` was indexed by then. So only the changes in
+        ``[max(low, fetched - lag), high)`` can be missing: the overlap is
+        measured from when each part of the window was read, not from the
+        run's first page (a run that reads for a while re-read, the next time,
+        changes it had read long after they were indexed)."""
+        start = max(low, fetched - lag)
+        if high is not None and start >= high:
+            return bound
+        return start if bound is None else min(bound, start)
 
     def _list_calls(
         self, after: str | None, props: list[str], clock: list[int]
@@ -620,14 +642,30 @@ class HubSpotConnector(Connector):
         phase = state.get("phase") or "search"
         floor = int(state.get("floor") or since)
         tie: int | None = state.get("tie")
+        # the oldest changes this run's pages may have missed (``_lag_bound``);
+        # a cursor from before they were kept: as from the run's first page
+        lag_from: int | None = state.get("lag_from")
+        burst_from: int | None = state.get("burst_from")
+        if run_start is not None and lag_from is None:
+            lag_from = run_start - self.overlap_ms
+            burst_from = run_start - self.min_overlap_ms
 
         def common() -> dict[str, Any]:
-            return {"since": since, "arch_since": arch_since, "run_start": run_start}
+            return {
+                "since": since,
+                "arch_since": arch_since,
+                "run_start": run_start,
+                "lag_from": lag_from,
+                "burst_from": burst_from,
+            }
 
         while phase == "search":
+            low, walking = floor, tie is not None
             data = self.client.search_contacts(self._search_request(floor, tie, props))
             if run_start is None:
                 run_start = self.client.now_ms()
+            # HubSpot's clock at this answer, less the Date header's rounding
+            fetched = self.client.now_ms() - self.full_scan_margin_ms
             records = data.get("results") or []
             contacts: list[Contact] = []
             for record in records:
@@ -651,6 +689,12 @@ class HubSpotConnector(Connector):
                     floor = last
             else:
                 phase = "archived"
+            # what this page answered: one millisecond (a walk by id), up to the
+            # next page's floor (its own last millisecond is read again there),
+            # or everything from ``low`` on (the last page)
+            high = low + 1 if walking else (floor if phase == "search" else None)
+            lag_from = self._lag_bound(low, high, fetched, self.overlap_ms, lag_from)
+            burst_from = self._lag_bound(low, high, fetched, self.min_overlap_ms, burst_from)
             if phase == "search":
                 keep_from = min(floor, run_start - self.overlap_ms)
                 seen = {k: v for k, v in seen.items() if v >= keep_from}
@@ -662,7 +706,9 @@ class HubSpotConnector(Connector):
                     "seen": self._trim(seen, floor),
                 }
             else:
-                since, seen = self._settle(seen, since, run_start)
+                assert lag_from is not None
+                assert burst_from is not None
+                since, seen = self._settle(seen, since, lag_from, burst_from)
                 cursor = {**common(), "phase": "archived", "seen": seen}
             yield Page(contacts, self._dump(cursor), done=False)
 

@@ -272,6 +272,41 @@ def test_a_burst_re_read_in_the_overlap_is_not_reported_again_whole(
     assert len(again) <= 23 - FewSeen.max_seen_in_cursor
 
 
+class ShortLag(SmallPages):
+    overlap_ms = 1_000
+    min_overlap_ms = 500
+    full_scan_margin_ms = 0
+
+
+def test_the_overlap_counts_from_when_each_page_was_read_not_from_the_run_start(
+    base: str, connect: Factory
+) -> None:
+    """The next run re-reads what this one may have missed: changes made less
+    than the index's lag before the page that should have shown them was
+    read. A run that read recent changes long after they were made (its first
+    pages took a while) leaves nothing to re-read; measuring from the run's
+    first page re-read them all."""
+    ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(12)])
+    connector = connect(ShortLag)
+    cursor = read_all(connector.changes(None))[-1].cursor
+    for cid in ids[:5]:  # changed long before the run: its first page
+        SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"company": "Old"})
+    time.sleep(2.2)  # more than the lag (and the Date header's rounding)
+    for cid in ids[5:]:  # changed just before the run, read once it has worked a while
+        SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"company": "New"})
+    pages = connector.changes(cursor)
+    first = next(pages)
+    assert ids_of([first]) == ids[:5]
+    time.sleep(2.2)  # the run writes the first page before it reads on
+    rest = read_all(pages)
+    assert sorted(ids_of(rest)) == sorted(ids[5:])
+    before = stats(base)["POST /crm/v3/objects/contacts/search"]
+    again = read_all(connector.changes(rest[-1].cursor))
+    assert ids_of(again) == []
+    # nothing left to re-read: one search, answering nothing
+    assert stats(base)["POST /crm/v3/objects/contacts/search"] - before == 1
+
+
 def test_an_incremental_read_resumes_from_any_page_cursor(base: str, connect: Factory) -> None:
     ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(3)])
     connector = connect(SmallPages)
