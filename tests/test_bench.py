@@ -59,10 +59,17 @@ def test_google_mailchimp_report_is_complete_and_counts_match():
 def test_drift_hubspot_reads_drift_through_the_inbox():
     report = bench.run_benchmark("drift-hubspot", 20, 2, raw=False)
     init = report["initial"]
-    # Drift cannot list: one GET per contact the inbox names is its floor
-    assert init["floor_by_side"]["a"]["reads"] == 20
+    # Drift cannot list: its contacts come in through contact_identified
+    # deliveries, which carry the whole contact: no read, and none in the floor
+    assert init["floor_by_side"]["a"]["reads"] == 0
     assert init["by_side"]["a"]["by_kind"].get("list", 0) == 0
+    assert init["by_side"]["a"]["by_endpoint"].get("GET /contacts/{id}", 0) == 0
     assert init["counters"]["a"]["scanned"] == 20
+    # a contact_updated delivery names the contact only: one read each (and
+    # one for the Drift counterpart of each HubSpot change)
+    inc = report["incremental"]
+    assert inc["changes"] == {"a": 1, "b": 1}
+    assert inc["by_side"]["a"]["by_endpoint"].get("GET /contacts/{id}") == 2
     check_counts_match(report)
     assert not WebhookEvent.objects.exists()
 

@@ -171,7 +171,7 @@ def _run_benchmark(
             connector = world.apps[side].connector_class
             created, updated = writes_of(initial.run, side)
             floor_parts[side] = {
-                "reads": read_floor(connector, contacts),
+                "reads": read_floor(connector, contacts, world.carried.get(side, 0)),
                 "writes": write_floor(connector, created, updated),
                 "created": created,
                 "updated": updated,

@@ -53,11 +53,13 @@ def write_floor(connector: type[Connector], created: int, updated: int) -> int:
     return math.ceil(created / size) + math.ceil(updated / size)
 
 
-def read_floor(connector: type[Connector], contacts: int) -> int:
+def read_floor(connector: type[Connector], contacts: int, carried: int = 0) -> int:
     """List pages at the connector's page size; one GET per contact where it
-    cannot list (Drift: one per contact the inbox names)."""
+    cannot list (Drift: one per contact the inbox names), except the
+    ``carried`` ones, whose delivery carries the whole contact (a fresh
+    ``contact_identified``: the engine takes it instead of a read)."""
     if not connector.capabilities.list_changes:
-        return contacts
+        return max(0, contacts - carried)
     return pages(contacts, connector.page_size)
 
 
@@ -289,7 +291,13 @@ def latency_floor(
             session = local.session = requests.Session()
         path = urllib.parse.urlsplit(url).path
         while True:
-            ctx = pacing.request(path) if pacing is not None else contextlib.nullcontext()
+            # as the connectors pace: a write also takes the app's write slot
+            # (Google: one mutate at a time per account)
+            ctx = (
+                pacing.request(path, method=method)
+                if pacing is not None
+                else contextlib.nullcontext()
+            )
             with ctx:
                 response = session.request(method, url, data=body, headers=headers, timeout=120)
             if response.status_code != 429:

@@ -3,6 +3,8 @@ control API, with two accounts and a connection over them."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import os
 import signal
@@ -17,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from django.utils import timezone
 
 from connections.accounts import refresh_account
 from connections.config import apply_defaults
+from connections.engine.read import INBOX_SETTLE
 from connections.models import Account, Connection, WebhookEvent
+from connections.webhooks import webhook_apps
 from connectors import registry, sandbox
 from connectors.base import Connector
 from connectors.sandbox.control import SandboxControl
+from connectors.webhooks import Delivery
 
 #: a token every bench sandbox accepts (both sets of sandboxes: the replay
 #: sends the very same Authorization headers)
@@ -57,6 +63,47 @@ def seed_people(side: str, n: int, shared: int, differ: int) -> list[dict[str, A
     own = "aonly" if side == "a" else "bonly"
     people.extend(person(own, i) for i in range(n - shared))
     return people
+
+
+def _org_id(app: App) -> int | str:
+    """The Drift org of the bench account (Drift sends it as a number)."""
+    assert app.account is not None
+    ref = str(app.account.remote_id)
+    return int(ref) if ref.isdigit() else ref
+
+
+def _drift_envelope(app: App, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A Drift webhook body (``{"type", "token", "orgId", "createdAt", "data"}``),
+    its verification token masked as the inbox stores it."""
+    return {
+        "type": kind,
+        "token": "***",
+        "orgId": _org_id(app),
+        "createdAt": int(time.time() * 1000),
+        "data": data,
+    }
+
+
+def identified(app: App, record: dict[str, Any]) -> dict[str, Any]:
+    """Drift's ``contact_identified``: the whole contact, as its API answers it."""
+    return _drift_envelope(app, "contact_identified", record)
+
+
+def updated(app: App, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Drift's ``contact_updated``: the contact's id and a diff of its attributes."""
+    old, new = before.get("attributes") or {}, after.get("attributes") or {}
+    diff = [
+        {"name": f"attributes.{key}", "previous": old.get(key), "updated": new.get(key)}
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and not key.startswith("_")
+    ]
+    data = {
+        "endUserId": after["id"],
+        "timestamp": int(time.time() * 1000),
+        "orgId": _org_id(app),
+        "diff": diff,
+    }
+    return _drift_envelope(app, "contact_updated", data)
 
 
 class SandboxProcess:
@@ -162,6 +209,9 @@ class World:
     differ: int
     conn: Connection | None = None
     latency: float = 0.0
+    #: per inbox-fed side: contacts whose delivery carries the whole contact
+    #: (a fresh ``contact_identified``): the engine reads none of them
+    carried: dict[str, int] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
     @classmethod
@@ -217,26 +267,41 @@ class World:
         self.conn = conn
         for side, app in self.apps.items():
             if app.inbox_fed:
-                # as the contact_identified webhook would have stored them
-                self.inbox(side, "identified", "contact_identified", app.ids)
+                # the contact_identified webhook of every seeded contact, as
+                # Drift sends it (the whole contact) and the inbox stores it,
+                # received just before the run: settled, and fresh enough
+                # that the engine takes the delivery's contact instead of a read
+                received = timezone.now() - INBOX_SETTLE - dt.timedelta(seconds=1)
+                bodies = [identified(app, record) for record in app.control.contacts()]
+                self.deliver(side, bodies, received)
+                self.carried[side] = len(bodies)
         return conn
 
-    def inbox(self, side: str, kind: str, event_type: str, ids: list[str]) -> None:
+    def deliver(self, side: str, bodies: list[dict[str, Any]], received: dt.datetime) -> None:
+        """Store webhook deliveries as the webhook view does: the body (its
+        verification token masked), and what the app's own parser found in
+        it on the row."""
         app = self.apps[side]
-        WebhookEvent.objects.bulk_create(
-            [
+        hooks = webhook_apps()[app.key]
+        rows = []
+        for body in bodies:
+            raw = json.dumps(body).encode()
+            parsed = hooks.parse(Delivery(raw, "application/json", {}), {})
+            first = parsed.events[0]
+            rows.append(
                 WebhookEvent(
                     source=app.key,
                     account=app.account,
-                    event_type=event_type,
-                    kind=kind,
-                    contact_id=str(cid),
-                    body="{}",
+                    received_at=received,
+                    event_type=parsed.event_type[:60],
+                    kind=first.kind,
+                    contact_id=first.contact_id,
+                    email=first.email or "",
+                    occurred_at=first.occurred_at,
+                    body=raw.decode(),
                 )
-                for cid in ids
-            ],
-            batch_size=1000,
-        )
+            )
+        WebhookEvent.objects.bulk_create(rows, batch_size=1000)
 
     def served(self) -> dict[str, Counter[str]]:
         """What each sandbox served so far, API routes only (by side)."""
@@ -252,10 +317,15 @@ class World:
             stride = max(1, len(app.ids) // count)
             offset = 0 if side == "a" else stride // 2
             picked = [app.ids[(offset + j * stride) % len(app.ids)] for j in range(count)]
+            updates = []
             for j, cid in enumerate(picked):
-                app.control.edit(cid, last_name=f"Edited{round_no}x{side}{j}")
+                before = app.control.native(cid) if app.inbox_fed else None
+                after = app.control.edit(cid, last_name=f"Edited{round_no}x{side}{j}")
+                if before is not None:
+                    updates.append(updated(app, before, after))
             if app.inbox_fed:
-                self.inbox(side, "updated", "contact_updated", picked)
+                # contact_updated carries an id and a diff: the engine reads those
+                self.deliver(side, updates, timezone.now())
         return per_side
 
     def cleanup(self) -> None:

@@ -1,6 +1,7 @@
 """HubSpot contacts (CRM v3) as a driftsync connector.
 
-Reading: a full read pages ``GET /crm/v3/objects/contacts``; an incremental
+Reading: a full read pages ``GET /crm/v3/objects/contacts`` (two calls to a
+page, the next page read ahead while the run works on one); an incremental
 read searches ``lastmodifieddate >= floor`` sorted ascending and pages by
 moving the floor (keyset), never by ``after``. Offsets shift under a search
 when records change while it is paged, and the search refuses to page past
@@ -27,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..base import (
@@ -189,6 +191,9 @@ class HubSpotConnector(Connector):
     vendor_hosts = ("api.hubapi.com",)
     #: GET /crm/v3/objects/contacts takes at most 100
     page_size = 100
+    #: list calls to one page of a full read: 200 contacts, as a search page,
+    #: so the other side's writes go in batches of up to 200 (Google's largest)
+    list_calls_per_page: ClassVar[int] = 2
     #: POST .../search takes at most 200 (raised from 100 in 2024)
     search_page_size: ClassVar[int] = 200
     #: batch/create, batch/update and batch/read take at most 100 inputs
@@ -496,54 +501,120 @@ class HubSpotConnector(Connector):
         return json.dumps({"v": 1, **state}, separators=(",", ":"), sort_keys=True)
 
     def _trim(self, seen: dict[str, int], keep_ms: int | None = None) -> dict[str, int]:
+        """At most ``max_seen_in_cursor`` entries. Inside a search: only what
+        paging needs (``keep_ms``). Between runs: the newest ones (a contact
+        re-read but no longer remembered is reported again: an echo the run
+        compares and leaves alone), never none of them: a burst of writes
+        whose millisecond ties cross the cap would otherwise be reported
+        again whole."""
         if len(seen) <= self.max_seen_in_cursor:
             return seen
-        # too many to carry: keep only what paging needs and accept re-reads
-        return {k: v for k, v in seen.items() if v == keep_ms}
+        if keep_ms is not None:
+            # too many to carry: keep only what paging needs and accept re-reads
+            return {k: v for k, v in seen.items() if v == keep_ms}
+        newest = sorted(seen.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        return dict(newest[: self.max_seen_in_cursor])
 
     def _settle(
-        self, seen: dict[str, int], since: int, run_start: int
+        self, seen: dict[str, int], since: int, lag_from: int, burst_from: int
     ) -> tuple[int, dict[str, int]]:
-        """Where the next run starts, and what it must not report again."""
-        since = max(since, run_start - self.overlap_ms)
+        """Where the next run starts, and what it must not report again.
+
+        ``lag_from``: the oldest change this run's search may have missed if
+        the index trails writes by ``overlap_ms``; ``burst_from``: the same
+        for ``min_overlap_ms`` (``_lag_bound``)."""
+        since = max(since, lag_from)
         window = {k: v for k, v in seen.items() if v >= since}
         if len(window) <= self.max_seen_in_cursor:
             return since, window
         # a burst of writes: re-reading it all on every run would cost more
         # than it protects, so re-read only the newest, down to min_overlap_ms
         newest = sorted(window.values(), reverse=True)[self.max_seen_in_cursor - 1]
-        since = max(since, min(newest, run_start - self.min_overlap_ms))
+        since = max(since, min(newest, burst_from))
         return since, self._trim({k: v for k, v in window.items() if v >= since})
 
+    def _lag_bound(
+        self, low: int, high: int | None, fetched: int, lag: int, bound: int | None
+    ) -> int | None:
+        """The oldest change a search page may have missed, if the index trails
+        writes by ``lag`` ms (``bound``: the oldest so far in the run).
+
+        The page answered every indexed contact modified in ``[low, high)``
+        (``high`` None: from ``low`` on, the run's last page); one modified
+        before ``fetched - lag`` was indexed by then. So only the changes in
+        ``[max(low, fetched - lag), high)`` can be missing: the overlap is
+        measured from when each part of the window was read, not from the
+        run's first page (a run that reads for a while re-read, the next time,
+        changes it had read long after they were indexed)."""
+        start = max(low, fetched - lag)
+        if high is not None and start >= high:
+            return bound
+        return start if bound is None else min(bound, start)
+
+    def _list_calls(
+        self, after: str | None, props: list[str], clock: list[int]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a full read: up to ``list_calls_per_page`` list calls,
+        each from the ``after`` of the one before. ``clock`` gets HubSpot's
+        time of the first answer when it is still empty."""
+        records: list[dict[str, Any]] = []
+        for _ in range(self.list_calls_per_page):
+            data = self.client.list_contacts(properties=props, limit=self.page_size, after=after)
+            if not clock:
+                clock.append(self.client.now_ms())
+            records.extend(data.get("results") or [])
+            after = ((data.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                break
+        return records, after
+
     def _full_scan(self, state: dict[str, Any]) -> Iterator[Page]:
+        """The list endpoint, ``list_calls_per_page`` calls to a page, the
+        next page read ahead (its calls in flight) while the run works on
+        this one: each call's ``after`` comes from the one before, so a full
+        read is a chain of calls, and the run's writes would otherwise wait
+        for it and it for them."""
         after: str | None = state.get("after")
-        start: int | None = state.get("start")
+        clock: list[int] = [int(state["start"])] if state.get("start") is not None else []
         seen: dict[str, int] = {str(k): int(v) for k, v in (state.get("seen") or {}).items()}
         props = self._read_properties()
-        while True:
-            data = self.client.list_contacts(properties=props, limit=self.page_size, after=after)
-            if start is None:
-                start = self.client.now_ms()
-            horizon = start - self.full_scan_margin_ms
-            records = data.get("results") or []
-            for record in records:
-                modified = self._modified_ms(record)
-                if modified is not None and modified >= horizon:
-                    seen[str(record.get("id"))] = modified
-            contacts = [self._contact(r) for r in records]
-            after = ((data.get("paging") or {}).get("next") or {}).get("after")
-            if after:
-                cursor = {"phase": "full", "after": after, "start": start, "seen": self._trim(seen)}
-                yield Page(contacts, self._dump(cursor), done=False, full_scan=True)
-                continue
-            cursor = {
-                "phase": "search",
-                "since": horizon,
-                "seen": self._trim(seen),
-                "arch_since": horizon,
-            }
-            yield Page(contacts, self._dump(cursor), done=True, full_scan=True)
-            return
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-read-ahead")
+        try:
+            pending: Future[tuple[list[dict[str, Any]], str | None]] | None = None
+            while True:
+                if pending is not None:
+                    records, after = pending.result()
+                else:
+                    records, after = self._list_calls(after, props, clock)
+                pending = ahead.submit(self._list_calls, after, props, clock) if after else None
+                start = clock[0]
+                horizon = start - self.full_scan_margin_ms
+                for record in records:
+                    modified = self._modified_ms(record)
+                    if modified is not None and modified >= horizon:
+                        seen[str(record.get("id"))] = modified
+                contacts = [self._contact(r) for r in records]
+                if after:
+                    cursor = {
+                        "phase": "full",
+                        "after": after,
+                        "start": start,
+                        "seen": self._trim(seen),
+                    }
+                    yield Page(contacts, self._dump(cursor), done=False, full_scan=True)
+                    continue
+                cursor = {
+                    "phase": "search",
+                    "since": horizon,
+                    "seen": self._trim(seen),
+                    "arch_since": horizon,
+                }
+                yield Page(contacts, self._dump(cursor), done=True, full_scan=True)
+                return
+        finally:
+            # a run that stops early waits for the page read ahead: no request
+            # of this run is still on the wire once it has returned
+            ahead.shutdown(wait=True, cancel_futures=True)
 
     def _search_request(self, floor: int, tie: int | None, props: list[str]) -> dict[str, Any]:
         if tie is None:
@@ -571,14 +642,30 @@ class HubSpotConnector(Connector):
         phase = state.get("phase") or "search"
         floor = int(state.get("floor") or since)
         tie: int | None = state.get("tie")
+        # the oldest changes this run's pages may have missed (``_lag_bound``);
+        # a cursor from before they were kept: as from the run's first page
+        lag_from: int | None = state.get("lag_from")
+        burst_from: int | None = state.get("burst_from")
+        if run_start is not None and lag_from is None:
+            lag_from = run_start - self.overlap_ms
+            burst_from = run_start - self.min_overlap_ms
 
         def common() -> dict[str, Any]:
-            return {"since": since, "arch_since": arch_since, "run_start": run_start}
+            return {
+                "since": since,
+                "arch_since": arch_since,
+                "run_start": run_start,
+                "lag_from": lag_from,
+                "burst_from": burst_from,
+            }
 
         while phase == "search":
+            low, walking = floor, tie is not None
             data = self.client.search_contacts(self._search_request(floor, tie, props))
             if run_start is None:
                 run_start = self.client.now_ms()
+            # HubSpot's clock at this answer, less the Date header's rounding
+            fetched = self.client.now_ms() - self.full_scan_margin_ms
             records = data.get("results") or []
             contacts: list[Contact] = []
             for record in records:
@@ -602,6 +689,12 @@ class HubSpotConnector(Connector):
                     floor = last
             else:
                 phase = "archived"
+            # what this page answered: one millisecond (a walk by id), up to the
+            # next page's floor (its own last millisecond is read again there),
+            # or everything from ``low`` on (the last page)
+            high = low + 1 if walking else (floor if phase == "search" else None)
+            lag_from = self._lag_bound(low, high, fetched, self.overlap_ms, lag_from)
+            burst_from = self._lag_bound(low, high, fetched, self.min_overlap_ms, burst_from)
             if phase == "search":
                 keep_from = min(floor, run_start - self.overlap_ms)
                 seen = {k: v for k, v in seen.items() if v >= keep_from}
@@ -613,7 +706,9 @@ class HubSpotConnector(Connector):
                     "seen": self._trim(seen, floor),
                 }
             else:
-                since, seen = self._settle(seen, since, run_start)
+                assert lag_from is not None
+                assert burst_from is not None
+                since, seen = self._settle(seen, since, lag_from, burst_from)
                 cursor = {**common(), "phase": "archived", "seen": seen}
             yield Page(contacts, self._dump(cursor), done=False)
 

@@ -120,6 +120,8 @@ def small_pages(connector: Connector, size: int = 3) -> None:
     connector.page_size = size
     if hasattr(connector, "search_page_size"):
         connector.search_page_size = size  # type: ignore[attr-defined]
+    if hasattr(connector, "list_calls_per_page"):
+        connector.list_calls_per_page = 1  # type: ignore[attr-defined]  # HubSpot: a call a page
 
 
 def read(pages: Iterable[Page]) -> list[Page]:

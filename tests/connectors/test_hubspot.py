@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -148,14 +149,44 @@ def test_a_full_read_pages_through_every_contact_and_can_resume_after_each_page(
     ids = seed(base, [{"email": f"p{i}@example.com", "first_name": f"P{i}"} for i in range(30)])
     connector = connect(SmallPages)
     pages = read_all(connector.changes(None))
-    assert len(pages) == 5
+    # two list calls of 7 to a page: 14, 14, 2
+    assert [len(p.contacts) for p in pages] == [14, 14, 2]
     assert all(p.full_scan for p in pages)
-    assert [p.done for p in pages] == [False] * 4 + [True]
+    assert [p.done for p in pages] == [False, False, True]
     assert ids_of(pages) == ids
-    # a crash after page 2: the saved cursor resumes with page 3
-    resumed = read_all(connect(SmallPages).changes(pages[1].cursor))
+    # a crash after page 1: the saved cursor resumes with page 2
+    resumed = read_all(connect(SmallPages).changes(pages[0].cursor))
     assert ids_of(resumed) == ids[14:]
     assert stats(base)["GET /crm/v3/objects/contacts"] == 5 + 3
+
+
+def test_a_full_read_reads_the_next_page_while_the_run_works_on_one(
+    base: str, connect: Factory
+) -> None:
+    """Each list call needs the ``after`` of the one before: without reading
+    ahead, a run's writes of one page wait for the next page's calls and
+    those for the writes. The next page's calls go out before it is asked for."""
+    ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(30)])
+    pages = connect(SmallPages).changes(None)
+    first = next(pages)
+    assert ids_of([first]) == ids[:14]
+    # the run works on the first page: the second page's two calls are made meanwhile
+    deadline = time.monotonic() + 30
+    while stats(base).get("GET /crm/v3/objects/contacts", 0) < 4:
+        assert time.monotonic() < deadline, "the next page was not read ahead"
+        time.sleep(0.02)
+    assert ids_of(list(pages)) == ids[14:]
+    assert stats(base)["GET /crm/v3/objects/contacts"] == 5
+
+
+def test_a_full_read_stopped_early_leaves_no_call_on_the_wire(base: str, connect: Factory) -> None:
+    seed(base, [{"email": f"p{i}@example.com"} for i in range(30)])
+    connector = connect(SmallPages)
+    pages = connector.changes(None)
+    next(pages)
+    pages.close()  # the run failed on page 1
+    sent = connector.http.stats["GET /crm/v3/objects/contacts"]
+    assert sent == stats(base)["GET /crm/v3/objects/contacts"] <= 4
 
 
 def test_contacts_come_back_with_canonical_values_and_tags(base: str, connect: Factory) -> None:
@@ -216,6 +247,64 @@ def test_many_changes_in_one_millisecond_are_walked_in_small_pages_without_loss(
     reported = ids_of(pages)
     assert sorted(reported) == sorted(r.contact.id for r in created if r.contact)
     assert len(reported) == len(set(reported))
+
+
+class FewSeen(HubSpotConnector):
+    search_page_size = 50
+    max_seen_in_cursor = 10
+
+
+def test_a_burst_re_read_in_the_overlap_is_not_reported_again_whole(
+    base: str, connect: Factory
+) -> None:
+    """More writes in one millisecond than the cursor remembers: the next run
+    re-reads the overlap and reports again only those it could not remember
+    (it used to remember none of them and report the whole burst again)."""
+    connector = connect(FewSeen)
+    cursor = read_all(connector.changes(None))[-1].cursor
+    created = connector.write_contacts(
+        [ContactWrite(None, f"burst{i}@example.com", {"firstname": "B"}) for i in range(23)]
+    )
+    assert all(r.ok for r in created)
+    pages = read_all(connector.changes(cursor))
+    assert len(set(ids_of(pages))) == 23
+    again = ids_of(read_all(connector.changes(pages[-1].cursor)))
+    assert len(again) <= 23 - FewSeen.max_seen_in_cursor
+
+
+class ShortLag(SmallPages):
+    overlap_ms = 1_000
+    min_overlap_ms = 500
+    full_scan_margin_ms = 0
+
+
+def test_the_overlap_counts_from_when_each_page_was_read_not_from_the_run_start(
+    base: str, connect: Factory
+) -> None:
+    """The next run re-reads what this one may have missed: changes made less
+    than the index's lag before the page that should have shown them was
+    read. A run that read recent changes long after they were made (its first
+    pages took a while) leaves nothing to re-read; measuring from the run's
+    first page re-read them all."""
+    ids = seed(base, [{"email": f"p{i}@example.com"} for i in range(12)])
+    connector = connect(ShortLag)
+    cursor = read_all(connector.changes(None))[-1].cursor
+    for cid in ids[:5]:  # changed long before the run: its first page
+        SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"company": "Old"})
+    time.sleep(2.2)  # more than the lag (and the Date header's rounding)
+    for cid in ids[5:]:  # changed just before the run, read once it has worked a while
+        SandboxControl(base).call("PATCH", f"/contacts/{cid}", {"company": "New"})
+    pages = connector.changes(cursor)
+    first = next(pages)
+    assert ids_of([first]) == ids[:5]
+    time.sleep(2.2)  # the run writes the first page before it reads on
+    rest = read_all(pages)
+    assert sorted(ids_of(rest)) == sorted(ids[5:])
+    before = stats(base)["POST /crm/v3/objects/contacts/search"]
+    again = read_all(connector.changes(rest[-1].cursor))
+    assert ids_of(again) == []
+    # nothing left to re-read: one search, answering nothing
+    assert stats(base)["POST /crm/v3/objects/contacts/search"] - before == 1
 
 
 def test_an_incremental_read_resumes_from_any_page_cursor(base: str, connect: Factory) -> None:
