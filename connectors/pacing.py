@@ -8,11 +8,12 @@ connection limit is held with a counting semaphore.
 
 - Window limits (Google, HubSpot, Drift): a token bucket with burst ``b``
   (a quarter of the limit) and refill ``r`` chosen so that
-  ``b + 2 * lease + r * window`` stays under the limit: at most ``limit``
-  requests in any rolling window, with two workers each holding a lease.
+  ``b + lease + r * (window + lease_ttl)`` stays under the limit: at most
+  ``limit`` requests in any rolling window, however many workers hold leases
+  (a lease not spent within ``lease_ttl`` is lost).
   Tokens are leased from a shared store in chunks, so the hot path touches
   the store once per chunk (a twentieth of the limit), not once per request;
-  the smaller the chunk, the closer the pace to the limit (HubSpot: 6.5 a
+  the smaller the chunk, the closer the pace to the limit (HubSpot: 6.4 a
   second of its 10, 5.5 with chunks of a tenth). The default store
   is per process; ``connections`` registers a shared one at start-up
   (``connections/pacing_store.py``: the database, or Redis when ``REDIS_URL``
@@ -203,11 +204,11 @@ class Pacer:
         self.key = key
         # a quarter of the window at once (a run's few calls never wait), the
         # rest spread. Tokens are leased ``lease`` at a time and spent within
-        # ``lease_ttl`` (or lost): a window sees at most the bucket's burst,
-        # its refill, and what two workers held on lease when it began:
-        # burst + 2 * lease + rate * window <= limit. A twentieth of the limit
-        # to a lease: two store round trips per 5 HubSpot requests, and a pace
-        # of 65 % of the limit (a tenth left 55 %)
+        # ``lease_ttl`` (or lost), so what a window sees was taken from the
+        # bucket at most ``lease_ttl`` before it began, however many workers
+        # hold leases: burst + lease + rate * (window + lease_ttl) <= limit.
+        # A twentieth of the limit to a lease: a store round trip per 5
+        # HubSpot requests, and a pace of 64 % of the limit (a tenth: 55 %)
         self.burst = max(1, limit // 4)
         self.lease = max(1, min(self.burst, limit // 20))
         self.lease_ttl = window / 10
@@ -217,7 +218,7 @@ class Pacer:
             # most burst + rate * window; a tenth kept for the requests' jitter
             self.rate = (limit - self.burst) / (window * 1.1)
         else:
-            self.rate = max(limit - self.burst - 2 * self.lease, 1) / window
+            self.rate = max(limit - self.burst - self.lease, 1) / (window + self.lease_ttl)
         self.shared = shared
         self._lock = threading.Lock()
         self._leased = 0

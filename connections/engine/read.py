@@ -28,6 +28,9 @@ INBOX_SETTLE = dt.timedelta(seconds=10)
 #: stands in for a read of it while it is this fresh; an older one, or one
 #: that only names the contact, is read from the app
 INBOX_RECORD_FRESH = dt.timedelta(seconds=60)
+#: A's write batches one batch of B's leftovers fills (an account's writes in
+#: flight: HubSpot allows 5 of its 100-contact creates at once)
+LEFTOVER_WRITES = 5
 #: the deliveries whose record can stand in for a read
 RECORD_KINDS = frozenset({"identified"})
 
@@ -81,6 +84,13 @@ class Reader:
             return None
         return self.conn.cursor(side) or None
 
+    def leftover_batch(self) -> int:
+        """How many of B's leftovers one batch holds: enough for
+        ``LEFTOVER_WRITES`` of A's write batches, which the connector sends
+        in flight together (HubSpot's creates of 100), at most a list page."""
+        size = self.connectors[A].write_batch_size * LEFTOVER_WRITES
+        return min(max(size, 100), 1000)
+
     def full_both(self) -> Iterator[Batch]:
         """Initial sync: B into memory, A matched against it, B's rest after."""
         store = InitialSyncStore(self.connectors, self.ctx.keys_read(B))
@@ -95,7 +105,7 @@ class Reader:
         for page in self.connectors[A].changes(cursor_a, full=cursor_a is None):
             yield Batch(A, page.contacts, store, cursor=page.cursor)
         leftovers = store.leftovers()
-        size = max(self.connectors[A].write_batch_size, 100)
+        size = self.leftover_batch()
         for start in range(0, len(leftovers), size):
             last = start + size >= len(leftovers)
             chunk = leftovers[start : start + size]
@@ -124,7 +134,7 @@ class Reader:
         else:
             yield from self.inbox(A, store)
         leftovers = store.leftovers()
-        size = max(self.connectors[A].write_batch_size, 100)
+        size = self.leftover_batch()
         for start in range(0, len(leftovers), size):
             last = start + size >= len(leftovers)
             chunk = leftovers[start : start + size]

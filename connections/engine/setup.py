@@ -56,13 +56,19 @@ def build_context(
     )
 
 
+#: a full sync reads each app's schema again unless it was read this recently
+FULL_SYNC_SCHEMA_AGE = dt.timedelta(minutes=5)
+
+
 def refresh_fields(
     conn: Connection, connectors: dict[str, Connector], *, full: bool = False
 ) -> Fields:
     """Each side's fields by key, saved on its account when they changed.
 
-    The schema is read from the app on a full sync and when the account's
-    copy is older than ``DRIFTSYNC_SCHEMA_MAX_AGE`` (an hour by default);
+    The schema is read from the app when the account's copy is older than
+    ``DRIFTSYNC_SCHEMA_MAX_AGE`` (an hour by default), or on a full sync
+    older than ``FULL_SYNC_SCHEMA_AGE`` (the schema the person just tested
+    and mapped against, minutes before pressing Start, is not read again);
     otherwise the account's copy is handed to the connector, so an idle run
     costs no schema request. A field deleted in the app within that hour
     makes a write fail for that contact (with the app's reason), not the run.
@@ -70,10 +76,12 @@ def refresh_fields(
     fields: Fields = {}
     now = timezone.now()
     max_age = dt.timedelta(seconds=settings.DRIFTSYNC_SCHEMA_MAX_AGE)
+    if full:
+        max_age = min(max_age, FULL_SYNC_SCHEMA_AGE)
     for side in (A, B):
         account = conn.account(side)
         fresh = account.checked_at is not None and now - account.checked_at < max_age
-        if fresh and account.schema and not full:
+        if fresh and account.schema:
             cached = account.schema_fields()
             connectors[side].use_schema(cached)
             fields[side] = {f.key: f for f in cached}

@@ -46,3 +46,40 @@ def test_a_mapping_the_connections_direction_turns_off_is_no_warning(conn):
     warnings: list[str] = []
     assert mapping_specs(conn, BY_KEY, warnings) == []
     assert warnings == []
+
+
+class Schema:
+    """An app as far as the schema goes: how often it was asked."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.hint: list[Field] | None = None
+
+    def fields(self) -> list[Field]:
+        self.reads += 1
+        return list(FIELDS)
+
+    def use_schema(self, fields: list[Field]) -> None:
+        self.hint = list(fields)
+
+
+@pytest.mark.parametrize(
+    ("age_minutes", "full", "reads"),
+    [(1, True, 0), (10, True, 1), (10, False, 0), (90, False, 1)],
+)
+def test_the_schema_is_read_again_when_old_and_on_a_full_sync_after_five_minutes(
+    conn, age_minutes, full, reads
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from connections.engine.setup import refresh_fields
+
+    checked = timezone.now() - dt.timedelta(minutes=age_minutes)
+    for account in (conn.account_a, conn.account_b):
+        account.checked_at = checked
+    apps = {"a": Schema(), "b": Schema()}
+    fields = refresh_fields(conn, apps, full=full)  # type: ignore[arg-type]
+    assert [apps[s].reads for s in "ab"] == [reads, reads]
+    assert set(fields["a"]) == {f.key for f in FIELDS}
