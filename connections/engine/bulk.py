@@ -117,14 +117,19 @@ class Table:
             for f in meta.concrete_fields
             if f is not meta.pk and not getattr(f, "generated", False)
         ]
-        #: a column with a database default is bulk_create's to handle
-        self.plain = all(f.db_default is NOT_PROVIDED for f in self.fields)
+        #: a column with a database default, or whose field prepares its value
+        #: before a save (beyond a datetime's auto_now), is bulk_create's to handle
+        self.plain = all(
+            f.db_default is NOT_PROVIDED
+            and (type(f).pre_save is models.Field.pre_save or type(f) is models.DateTimeField)
+            for f in self.fields
+        )
         self.attnames = [f.attname for f in self.fields]
         self.converters = [converter(f, connection) for f in self.fields]
         self.stamped = [
             f.attname
             for f in self.fields
-            if isinstance(f, models.DateField) and (f.auto_now or f.auto_now_add)
+            if type(f) is models.DateTimeField and (f.auto_now or f.auto_now_add)
         ]
         self.relations = [f for f in self.fields if f.is_relation]
         self.values = operator.attrgetter(*self.attnames)
@@ -135,10 +140,11 @@ class Table:
 
     def rows_per_statement(self) -> int:
         limit = self.connection.features.max_query_params
-        raw = getattr(self.connection, "connection", None)
-        if self.connection.vendor == "sqlite" and hasattr(raw, "getlimit"):
-            # the SQLite linked in, not Django's conservative 999
-            limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        if self.connection.vendor == "sqlite":
+            self.connection.ensure_connection()
+            raw = self.connection.connection
+            if hasattr(raw, "getlimit"):  # Python 3.11+: the SQLite linked in, not Django's 999
+                limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         if not limit:
             return ROWS
         return max(1, min(ROWS, limit // len(self.fields)))
@@ -244,11 +250,12 @@ class Factory:
         self.template: list[Any] = []
         self.calls: list[tuple[int, Callable[[], Any]]] = []
         self.position: dict[str, int] = {}
-        self.relations: dict[str, tuple[int, models.Field]] = {}
+        #: a relation's name (``link``) → its column's position (``link_id``)
+        self.relations: dict[str, int] = {}
         for i, field in enumerate(fields):
             self.position[field.attname] = i
             if field.is_relation:
-                self.relations[field.name] = (i, field)
+                self.relations[field.name] = i
             if field.has_default() and callable(field.default):
                 self.template.append(None)
                 self.calls.append((i, field.default))
@@ -262,7 +269,7 @@ class Factory:
         for name, value in values.items():
             i = self.position.get(name)
             if i is None:
-                i, field = self.relations[name]  # KeyError: not a column of the model
+                i = self.relations[name]  # KeyError: not a column of the model
                 cached.append((name, value))
                 value = None
             row[i] = value
