@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models.fields import NOT_PROVIDED
 from django.utils import timezone
 
@@ -33,6 +33,32 @@ from django.utils import timezone
 ROWS = 500
 
 Converter = Callable[[Any], Any]
+
+
+class _Never:
+    """The type of no value: a column whose every value goes through its converter."""
+
+
+def ready_type(field: models.Field) -> type:
+    """The type whose values a column stores as they are (``converter`` would
+    hand them back unchanged): the row skips the call for them."""
+    kind = type(field.target_field) if type(field) is models.ForeignKey else type(field)
+    if kind in (models.CharField, models.TextField):
+        return str
+    if kind in INTEGERS:
+        return int
+    if kind is models.BooleanField:
+        return bool
+    return _Never
+
+
+INTEGERS = (
+    models.IntegerField,
+    models.PositiveIntegerField,
+    models.BigIntegerField,
+    models.AutoField,
+    models.BigAutoField,
+)
 
 
 def converter(field: models.Field, connection: Any) -> Converter:
@@ -80,13 +106,7 @@ def converter(field: models.Field, connection: Any) -> Converter:
         return as_text
     if kind is models.ForeignKey:
         kind = type(field.target_field)
-    if kind in (
-        models.IntegerField,
-        models.PositiveIntegerField,
-        models.BigIntegerField,
-        models.AutoField,
-        models.BigAutoField,
-    ):
+    if kind in INTEGERS:
 
         def as_int(value: Any) -> Any:
             return value if value is None or type(value) is int else prep(value, connection)
@@ -126,6 +146,7 @@ class Table:
         )
         self.attnames = [f.attname for f in self.fields]
         self.converters = [converter(f, connection) for f in self.fields]
+        self.ready = [ready_type(f) for f in self.fields]
         self.stamped = [
             f.attname
             for f in self.fields
@@ -153,7 +174,10 @@ class Table:
         values = self.values(obj)
         if len(self.attnames) == 1:
             values = (values,)
-        return [convert(value) for convert, value in zip(self.converters, values, strict=True)]
+        return [
+            value if type(value) is ready else convert(value)
+            for value, ready, convert in zip(values, self.ready, self.converters, strict=True)
+        ]
 
     def related(self, obj: models.Model) -> None:
         """As ``bulk_create`` does (``_prepare_related_fields_for_save``): a
@@ -240,8 +264,9 @@ class Factory:
     """``model(**values)`` for the many objects of a page, built the way
     Django builds a row it reads (positional values: no per-field look-up of
     keyword arguments), with the defaults ``model()`` would give the columns
-    not named. A related object (``link=...``) is set through its descriptor,
-    as the keyword form sets it."""
+    not named. A related object (``link=...``) is set as the keyword form sets
+    it: its id, the cached object, the database the two share (without
+    database routers, directly; with them, through the descriptor)."""
 
     def __init__(self, model: type[models.Model]) -> None:
         self.model = model
@@ -250,12 +275,12 @@ class Factory:
         self.template: list[Any] = []
         self.calls: list[tuple[int, Callable[[], Any]]] = []
         self.position: dict[str, int] = {}
-        #: a relation's name (``link``) → its column's position (``link_id``)
-        self.relations: dict[str, int] = {}
+        #: a relation's name (``link``) → its field and its column's position (``link_id``)
+        self.relations: dict[str, tuple[Any, int]] = {}
         for i, field in enumerate(fields):
             self.position[field.attname] = i
             if field.is_relation:
-                self.relations[field.name] = i
+                self.relations[field.name] = (field, i)
             if field.has_default() and callable(field.default):
                 self.template.append(None)
                 self.calls.append((i, field.default))
@@ -265,22 +290,41 @@ class Factory:
     def __call__(self, **values: Any) -> models.Model:
         row = self.template.copy()
         given = set()
-        cached: list[tuple[str, Any]] = []
+        related: list[tuple[Any, Any]] = []
         for name, value in values.items():
             i = self.position.get(name)
             if i is None:
-                i = self.relations[name]  # KeyError: not a column of the model
-                cached.append((name, value))
-                value = None
+                field, i = self.relations[name]  # KeyError: not a column of the model
+                related.append((field, value))
+                if value is not None:
+                    value = getattr(value, field.target_field.attname)
             row[i] = value
             given.add(i)
         for i, default in self.calls:
             if i not in given:
                 row[i] = default()
         obj = self.model(*row)
-        for name, value in cached:
-            setattr(obj, name, value)  # as the keyword does: its id, its cache, its database
+        if related:
+            self.relate(obj, related)
         return obj
+
+    def relate(self, obj: models.Model, related: list[tuple[Any, Any]]) -> None:
+        if router.routers:
+            for field, value in related:
+                setattr(obj, field.name, value)  # the descriptor asks the routers
+            return
+        # what ForwardManyToOneDescriptor.__set__ does when no router has a say
+        for field, value in related:
+            if value is not None:
+                if not isinstance(value, field.remote_field.model._meta.concrete_model):
+                    setattr(obj, field.name, value)  # its own error
+                if obj._state.db is None:
+                    obj._state.db = value._state.db or DEFAULT_DB_ALIAS
+                if value._state.db is None:
+                    value._state.db = obj._state.db
+                if value._state.db != obj._state.db:
+                    setattr(obj, field.name, value)  # its own error
+            field.set_cached_value(obj, value)
 
 
 def insert(objs: Sequence[models.Model], using: str | None = None) -> None:
