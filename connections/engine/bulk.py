@@ -3,7 +3,7 @@
 A run records one binding and about two events per contact. Django's
 ``bulk_create`` prepares every value of every row through its field (a
 ``pre_save``, a ``get_db_prep_save`` and a placeholder each) and, on SQLite,
-sends at most 999 parameters per INSERT (39 bindings a statement): recording
+sends at most 999 parameters per INSERT (43 bindings a statement): recording
 was half the engine's time at latency 0 (docs/benchmark.md). Here each column
 gets one converter, chosen once per field type (the field's own method for
 anything unusual), and rows go in INSERT statements of up to ``ROWS`` rows.
@@ -147,10 +147,14 @@ class Table:
         self.attnames = [f.attname for f in self.fields]
         self.converters = [converter(f, connection) for f in self.fields]
         self.ready = [ready_type(f) for f in self.fields]
+        #: stamped with now by an INSERT (auto_now, auto_now_add) and an UPDATE (auto_now)
         self.stamped = [
             f.attname
             for f in self.fields
             if type(f) is models.DateTimeField and (f.auto_now or f.auto_now_add)
+        ]
+        self.auto_now = [
+            f.attname for f in self.fields if type(f) is models.DateTimeField and f.auto_now
         ]
         self.relations = [f for f in self.fields if f.is_relation]
         self.values = operator.attrgetter(*self.attnames)
@@ -235,14 +239,15 @@ class Table:
 
     def update(self, objs: Sequence[models.Model], names: Sequence[str]) -> None:
         """UPDATE ``names`` of saved ``objs`` in one ``executemany`` (auto_now
-        fields among them take now, as ``save(update_fields=…)`` does)."""
+        fields among them take now, as ``save(update_fields=…)`` does; an
+        auto_now_add one keeps its value)."""
         if not objs:
             return
         meta = self.model._meta
         fields = [meta.get_field(name) for name in names]
         convert = [self.converters[self.fields.index(f)] for f in fields]
         attnames = [f.attname for f in fields]
-        stamped = [f.attname for f in fields if f.attname in self.stamped]
+        stamped = [f.attname for f in fields if f.attname in self.auto_now]
         quote = self.connection.ops.quote_name
         sql = "UPDATE {} SET {} WHERE {} = %s".format(
             self.table,

@@ -175,14 +175,18 @@ def test_an_update_writes_what_save_writes(make_connection, frozen):
     by_orm, by_bulk = make_connection(), make_connection()
     orm = [ContactLink.objects.create(connection=by_orm, id_a=f"c{i}") for i in range(10)]
     fast = [ContactLink.objects.create(connection=by_bulk, id_a=f"c{i}") for i in range(10)]
-    names = [n for n in link_values(0) if n != "id_a"] + ["updated_at"]
+    # created_at (auto_now_add) named too: an UPDATE keeps it, updated_at takes now
+    names = [n for n in link_values(0) if n != "id_a"] + ["updated_at", "created_at"]
     for i, (a, b) in enumerate(zip(orm, fast, strict=True)):
         for link in (a, b):
             for name, value in link_values(i).items():
                 setattr(link, name, value)
+            link.created_at = NOW - dt.timedelta(days=30)
+    created = {link.pk: link.created_at for link in fast}
     for link in orm:
         link.save(update_fields=names)
     bulk.update(fast, names)
+    assert {link.pk: link.created_at for link in fast} == created
 
     assert stored(ContactLink, "connection_id", by_bulk.pk) == stored(
         ContactLink, "connection_id", by_orm.pk
