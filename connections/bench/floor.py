@@ -70,6 +70,9 @@ class Recorder:
         self.path = path
         self.fh = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.count = 0
+        #: requests in flight answer in several threads: one record at a time
+        #: (two pickles written at once interleave, and the file cannot be read)
+        self.lock = threading.Lock()
 
     def wrap(self, side: str, http: HttpClient) -> None:
         session = http.session
@@ -94,23 +97,24 @@ class Recorder:
                 tokens = [
                     ("batch", m.group(1).decode()) for m in _BATCH_RE.finditer(response.content)
                 ]
-            pickle.dump(
-                (
-                    side,
-                    sent.method,
-                    sent.url,
-                    body,
-                    {
-                        k: v
-                        for k, v in sent.headers.items()
-                        if k.lower() in ("authorization", "content-type", "accept")
-                    },
-                    tokens,
-                    response.status_code,
-                ),
-                self.fh,
-            )
-            self.count += 1
+            with self.lock:
+                pickle.dump(
+                    (
+                        side,
+                        sent.method,
+                        sent.url,
+                        body,
+                        {
+                            k: v
+                            for k, v in sent.headers.items()
+                            if k.lower() in ("authorization", "content-type", "accept")
+                        },
+                        tokens,
+                        response.status_code,
+                    ),
+                    self.fh,
+                )
+                self.count += 1
             return response
 
         session.request = request  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ from django.utils import timezone
 from connectors.base import normalize_email
 
 from ..models import Connection, ContactLink, LinkStatus, SyncEvent, SyncRun
-from . import storable
+from . import bulk, storable
 from .batch import Batch, Counters, Matched, Pending
 from .context import A, B, Context
 from .state import LinkState, Outcome, snapshot
@@ -32,6 +32,9 @@ MAX_RETRY_DELAY = dt.timedelta(hours=24)
 EMAIL_MAX = ContactLink._meta.get_field("email").max_length or 320
 EVENT_EMAIL_MAX = SyncEvent._meta.get_field("email").max_length or 320
 VERSION_MAX = ContactLink._meta.get_field("version_a").max_length or 200
+#: a page's many new events and bindings, as ``SyncEvent(...)`` / ``ContactLink(...)`` make them
+new_event = bulk.Factory(SyncEvent)
+new_link = bulk.Factory(ContactLink)
 
 
 def retry_delay(failures: int) -> dt.timedelta:
@@ -64,7 +67,7 @@ class Events:
         email: str | None = None,
     ) -> SyncEvent:
         email = normalize_email(email) or (link.email if link else "")
-        return SyncEvent(
+        return new_event(
             run=self.run,
             link=link,
             email=storable.cut(email, EVENT_EMAIL_MAX),
@@ -79,7 +82,7 @@ def save_events(events: list[SyncEvent]) -> None:
     """All in one go; else one by one, without those the database refuses."""
     try:
         with transaction.atomic():
-            SyncEvent.objects.bulk_create(events, batch_size=500)
+            bulk.insert(events)
         return
     except Exception:
         for event in events:
@@ -203,7 +206,7 @@ class Recorder:
                     self.counters.count(item, outcome, source)
                     events += row_events
                     continue
-                link = item.link = ContactLink(connection=self.conn)
+                link = item.link = new_link(connection=self.conn)
             if item.error:
                 row_events.append(self.failed(item, link, source, item.error, [], now))
             elif failures:

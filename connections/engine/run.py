@@ -30,6 +30,7 @@ from ..models import Connection, ContactLink, SyncRun
 from .apply import apply_writes
 from .batch import Batch, Counters, Pair, Pending, link_state
 from .context import A, B, other
+from .gcpolicy import fewer_collections
 from .match import Matcher
 from .plan import plan_pair
 from .read import Reader
@@ -243,7 +244,8 @@ def run_connection(
         connectors=connectors,
         claim=claim,
     )
-    return runner.execute()
+    with fewer_collections():
+        return runner.execute()
 
 
 __all__ = ["SyncRunner", "run_connection"]

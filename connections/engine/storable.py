@@ -26,6 +26,22 @@ def text(value: str) -> str:
 def json(value: Any) -> Any:
     """A JSON value (stored bases, changes, rule tags) as the databases store it:
     strings and keys cleaned, numbers that are not JSON (NaN, infinity) as text."""
+    kind = type(value)  # the common types first: every base of every binding comes here
+    if kind is str:
+        return _UNSTORABLE.sub("", value) if _UNSTORABLE.search(value) else value
+    if kind is dict:
+        return {
+            (k if type(k) is str and not _UNSTORABLE.search(k) else text(str(k))): json(v)
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [json(v) for v in value]
+    if value is None or kind is bool or kind is int:
+        return value
+    return _other(value)
+
+
+def _other(value: Any) -> Any:
     if isinstance(value, str):
         return text(value)
     if isinstance(value, float) and not math.isfinite(value):

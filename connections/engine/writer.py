@@ -11,14 +11,14 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from connectors.base import Connector, ContactWrite, WriteResult, normalize_email
 
 from ..locking import ClaimLost
 from ..models import Account, Connection, ContactLink, LinkStatus, WebhookEvent
-from . import storable
+from . import bulk, storable
 
 if TYPE_CHECKING:
     from ..locking import Claim
@@ -159,8 +159,7 @@ class LiveWriter:
         return True, link
 
     def save_links(self, created: list[ContactLink], changed: list[ContactLink]) -> None:
-        if created:
-            ContactLink.objects.bulk_create(created, batch_size=500)
+        bulk.insert(created)
         save_links(changed, LINK_FIELDS)
 
     def commit_cursor(self, conn: Connection, side: str, cursor: str | None) -> None:
@@ -285,29 +284,11 @@ def follow_email_change(conn: Connection, change: EmailChange) -> str:
 
 
 def save_links(links: list[ContactLink], fields: tuple[str, ...]) -> None:
-    """UPDATE many links in one executemany.
+    """UPDATE many links in one executemany (``updated_at`` among ``fields``
+    takes now).
 
     Django's bulk_update builds one CASE per field over the whole batch, which
     costs seconds per thousand rows on SQLite; one prepared UPDATE per row is
     a hundred times faster and the same on PostgreSQL.
     """
-    if not links:
-        return
-    now = timezone.now()
-    meta = ContactLink._meta
-    columns = [meta.get_field(name) for name in fields]
-    conn = connections[ContactLink.objects.db]
-    quote = conn.ops.quote_name
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(meta.db_table),
-        ", ".join(f"{quote(f.column)} = %s" for f in columns),
-        quote(meta.pk.column),
-    )
-    rows = []
-    for link in links:
-        link.updated_at = now
-        rows.append(
-            [f.get_db_prep_save(getattr(link, f.attname), conn) for f in columns] + [link.pk]
-        )
-    with conn.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    bulk.update(links, fields)
