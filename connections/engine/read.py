@@ -84,12 +84,19 @@ class Reader:
             return None
         return self.conn.cursor(side) or None
 
-    def leftover_batch(self) -> int:
-        """How many of B's leftovers one batch holds: enough for
-        ``LEFTOVER_WRITES`` of A's write batches, which the connector sends
-        in flight together (HubSpot's creates of 100), at most a list page."""
-        size = self.connectors[A].write_batch_size * LEFTOVER_WRITES
-        return min(max(size, 100), 1000)
+    def leftovers(self, store: InitialSyncStore, cursor_b: str | None) -> Iterator[Batch]:
+        """B's contacts A did not claim, in batches; B's cursor goes with the
+        last. A batch holds ``LEFTOVER_WRITES`` of A's write batches, which
+        the connector sends in flight together (HubSpot's creates of 100), at
+        most a list page."""
+        leftovers = store.leftovers()
+        size = min(max(self.connectors[A].write_batch_size * LEFTOVER_WRITES, 100), 1000)
+        for start in range(0, len(leftovers), size):
+            last = start + size >= len(leftovers)
+            chunk = leftovers[start : start + size]
+            yield Batch(B, chunk, store, cursor=cursor_b if last else None)
+        if not leftovers:
+            yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
 
     def full_both(self) -> Iterator[Batch]:
         """Initial sync: B into memory, A matched against it, B's rest after."""
@@ -104,14 +111,7 @@ class Reader:
         store.a_fully_listed = cursor_a is None
         for page in self.connectors[A].changes(cursor_a, full=cursor_a is None):
             yield Batch(A, page.contacts, store, cursor=page.cursor)
-        leftovers = store.leftovers()
-        size = self.leftover_batch()
-        for start in range(0, len(leftovers), size):
-            last = start + size >= len(leftovers)
-            chunk = leftovers[start : start + size]
-            yield Batch(B, chunk, store, cursor=cursor_b if last else None)
-        if not leftovers:
-            yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
+        yield from self.leftovers(store, cursor_b)
 
     def changes_b_first(self) -> Iterator[Batch]:
         """Incremental run, B's feed current: B's changes into memory, A's
@@ -133,14 +133,7 @@ class Reader:
             store.feed_done(A)
         else:
             yield from self.inbox(A, store)
-        leftovers = store.leftovers()
-        size = self.leftover_batch()
-        for start in range(0, len(leftovers), size):
-            last = start + size >= len(leftovers)
-            chunk = leftovers[start : start + size]
-            yield Batch(B, chunk, store, cursor=cursor_b if last else None)
-        if not leftovers:
-            yield Batch(B, [], store, cursor=cursor_b, only_cursor=True)
+        yield from self.leftovers(store, cursor_b)
 
     def inbox(self, side: str, counterparts: Counterparts | None = None) -> Iterator[Batch]:
         """Drift: contacts come in through its webhooks, stored in the inbox.
