@@ -13,3 +13,10 @@ class ConnectionsConfig(AppConfig):
 
         # every worker of an account paces against one bucket (database or Redis)
         pacing_store.install()
+        # a connector's helper threads close the database connections they opened
+        from django.db import connections
+
+        from connectors import http
+
+        if connections.close_all not in http.THREAD_DONE:
+            http.THREAD_DONE.append(connections.close_all)

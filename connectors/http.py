@@ -147,6 +147,26 @@ def max_in_flight(limits: RateLimits | None) -> int:
     return limits.concurrency if limits is not None and limits.concurrency else DEFAULT_IN_FLIGHT
 
 
+#: called when work a connector ran in a thread of its own is done (requests
+#: in flight, a page read ahead): ``connections`` registers the closing of the
+#: thread's database connections, which a token refresh or the shared pacing
+#: store opened there, so none is left open until the thread is collected
+THREAD_DONE: list[Callable[[], None]] = []
+
+
+def in_thread(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` for a helper thread: the ``THREAD_DONE`` hooks run after it."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for done in THREAD_DONE:
+                done()
+
+    return run
+
+
 def in_flight_map(
     func: Callable[[Any], Any], items: Iterable[Any], limits: RateLimits | None
 ) -> list[Any]:
@@ -156,7 +176,7 @@ def in_flight_map(
     if len(todo) <= 1:
         return [func(item) for item in todo]
     with ThreadPoolExecutor(max_workers=min(max_in_flight(limits), len(todo))) as pool:
-        return list(pool.map(func, todo))
+        return list(pool.map(in_thread(func), todo))
 
 
 class HttpClient:
@@ -479,6 +499,7 @@ __all__ = [
     "classify",
     "credentials_from_token_response",
     "in_flight_map",
+    "in_thread",
     "make_session",
     "max_in_flight",
     "oauth_refresh",

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from django.db import connections as db_connections
-
 from connectors.base import Connector, ContactWrite, WriteResult
+from connectors.http import in_thread
 
 from .batch import Pending
 from .context import A, B
@@ -56,11 +55,7 @@ def apply_writes(pending: list[Pending], connectors: dict[str, Connector], write
     def send(side: str) -> list[WriteResult]:
         return writer.write_contacts(connectors[side], per_side[side][0])
 
-    def send_in_thread(side: str) -> list[WriteResult]:
-        try:
-            return send(side)
-        finally:
-            db_connections.close_all()  # this thread's own connections (a token refresh)
+    send_in_thread = in_thread(send)  # its database connections closed after it
 
     answers: dict[str, list[WriteResult]] = {}
     if len(per_side) == 2:

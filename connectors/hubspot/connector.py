@@ -60,7 +60,7 @@ from ..base import (
     parse_iso_datetime,
 )
 from ..hosts import vendor_or_override
-from ..http import HttpClient, make_session, oauth_app_credentials, oauth_refresh
+from ..http import HttpClient, in_thread, make_session, oauth_app_credentials, oauth_refresh
 from .client import HubSpotClient, MissingScopes, existing_id, hubspot_error_message
 
 DEFAULT_TAGS_PROPERTY = "driftsync_tags"
@@ -586,7 +586,11 @@ class HubSpotConnector(Connector):
                     records, after = pending.result()
                 else:
                     records, after = self._list_calls(after, props, clock)
-                pending = ahead.submit(self._list_calls, after, props, clock) if after else None
+                pending = (
+                    ahead.submit(in_thread(self._list_calls), after, props, clock)
+                    if after
+                    else None
+                )
                 start = clock[0]
                 horizon = start - self.full_scan_margin_ms
                 for record in records:

@@ -180,3 +180,29 @@ def test_google_reads_go_together_and_its_writes_one_at_a_time_per_account(
         assert control.stats().get("429", 0) == 0
     finally:
         control.configure(**DEFAULT_CONFIG)
+
+
+def test_a_helper_threads_database_connections_are_closed_when_its_work_is_done(
+    monkeypatch,
+):
+    """The shared pacing store and token refreshes use the database from the
+    threads requests go out in: those connections do not outlive the work."""
+    from django.db import connections
+
+    from connectors import http
+
+    assert connections.close_all in http.THREAD_DONE  # registered at start-up
+    closed: list[str] = []
+    monkeypatch.setattr(
+        http, "THREAD_DONE", [lambda: closed.append(threading.current_thread().name)]
+    )
+    workers: list[str] = []
+
+    def work(item: int) -> int:
+        time.sleep(0.01)
+        workers.append(threading.current_thread().name)
+        return item * 2
+
+    assert http.in_flight_map(work, range(4), None) == [0, 2, 4, 6]
+    assert sorted(closed) == sorted(workers)
+    assert threading.current_thread().name not in closed
